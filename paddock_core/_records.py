@@ -1,0 +1,97 @@
+"""Persistent records. Plain data: no behaviour beyond small derived values."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AuditEvent",
+    "LlmCallRecord",
+    "RunnerRecord",
+    "SessionRecord",
+    "new_id",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A short, URL-safe, sortable-enough id such as `rn_5f3a9c1e2b7d4a60`."""
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunnerRecord(_Record):
+    id: str
+    org_id: str
+    state: str
+    version: int = 1
+    profile: str
+    sandbox: str
+    image: str
+    model: str
+    budget_usd: float | None
+    spent_usd: float = 0.0
+    token_hash: str
+    session_id: str | None = None
+    backend: str
+    backend_ref: dict[str, Any] = Field(default_factory=dict)
+    failure_code: str | None = None
+    failure_message: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    deleted: bool = False
+
+
+class SessionRecord(_Record):
+    id: str
+    org_id: str
+    runner_id: str
+    state: Literal["open", "closed"] = "open"
+    version: int = 1
+    budget_usd: float | None
+    spent_usd: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+
+
+class LlmCallRecord(_Record):
+    id: str
+    org_id: str
+    runner_id: str | None
+    session_id: str | None
+    provider: str
+    model: str
+    stream: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    status: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(_Record):
+    """One link of an org's hash chain. `seq`, `prev_hash` and `hash` are set by the store."""
+
+    org_id: str
+    actor: str
+    type: str
+    runner_id: str | None = None
+    session_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    time: datetime = Field(default_factory=utcnow)
+    seq: int = 0
+    prev_hash: str = ""
+    hash: str = ""
