@@ -1,4 +1,7 @@
-"""Hash chaining of audit events: hash = SHA-256(canonical(event without hash) ), linked by prev_hash."""
+"""Hash chaining of audit events.
+
+hash = SHA-256(canonical encoding of the event without `hash`); `prev_hash` links the chain.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ def chain_hash(event: AuditEvent) -> str:
 
 
 def verify_chain(events: list[AuditEvent]) -> tuple[int, int | None]:
-    """Check a chain in seq order. Returns (records checked, seq of the first broken one or None)."""
+    """Check a chain in seq order: (records checked, seq of the first broken record or None)."""
     prev = GENESIS_HASH
     expected_seq = events[0].seq if events else 1
     for checked, event in enumerate(events):

@@ -78,7 +78,9 @@ class ModelPrice(_Frozen):
     cached_input_per_mtok: float | None = Field(None, ge=0)
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+        return (
+            prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+        ) / 1e6
 
 
 class Policies(_Frozen):

@@ -143,8 +143,14 @@ class SqliteStore:
                 await db.execute(
                     "INSERT INTO llm_calls (id, org_id, runner_id, session_id, created_at, doc)"
                     " VALUES (?,?,?,?,?,?)",
-                    (c.id, c.org_id, c.runner_id, c.session_id, c.created_at.isoformat(),
-                     _dumps(c.model_dump(mode="json"))),
+                    (
+                        c.id,
+                        c.org_id,
+                        c.runner_id,
+                        c.session_id,
+                        c.created_at.isoformat(),
+                        _dumps(c.model_dump(mode="json")),
+                    ),
                 )
                 if c.session_id:
                     await db.execute(
@@ -164,7 +170,9 @@ class SqliteStore:
     ) -> Any:
         if _SPENT in changes or "version" in changes or "id" in changes:
             raise StoreError("spent_usd, version and id are not updatable")
-        cursor = await db.execute(f"SELECT doc, version, spent_usd FROM {table} WHERE id = ?", (rid,))
+        cursor = await db.execute(
+            f"SELECT doc, version, spent_usd FROM {table} WHERE id = ?", (rid,)
+        )
         row = await cursor.fetchone()
         if row is None:
             raise NotFoundError(f"{table[:-1]} {rid} not found")
@@ -197,8 +205,18 @@ class SqliteStore:
         await db.execute(
             "INSERT INTO audit_events (org_id, seq, time, actor, type, runner_id, session_id,"
             " data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (linked.org_id, seq, linked.time.isoformat(), linked.actor, linked.type,
-             linked.runner_id, linked.session_id, _dumps(linked.data), prev, linked.hash),
+            (
+                linked.org_id,
+                seq,
+                linked.time.isoformat(),
+                linked.actor,
+                linked.type,
+                linked.runner_id,
+                linked.session_id,
+                _dumps(linked.data),
+                prev,
+                linked.hash,
+            ),
         )
         return linked
 
@@ -269,8 +287,16 @@ class SqliteStore:
         rows = await self._fetch(sql + " ORDER BY seq LIMIT ?", (*args, limit))
         return [
             AuditEvent(
-                org_id=r[0], seq=r[1], time=r[2], actor=r[3], type=r[4], runner_id=r[5],
-                session_id=r[6], data=json.loads(r[7]), prev_hash=r[8], hash=r[9],
+                org_id=r[0],
+                seq=r[1],
+                time=r[2],
+                actor=r[3],
+                type=r[4],
+                runner_id=r[5],
+                session_id=r[6],
+                data=json.loads(r[7]),
+                prev_hash=r[8],
+                hash=r[9],
             )
             for r in rows
         ]

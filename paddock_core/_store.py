@@ -62,7 +62,9 @@ class AppendAudit:
     event: AuditEvent
 
 
-Operation = InsertRunner | UpdateRunner | InsertSession | UpdateSession | RecordLlmCall | AppendAudit
+Operation = (
+    InsertRunner | UpdateRunner | InsertSession | UpdateSession | RecordLlmCall | AppendAudit
+)
 
 
 @dataclass

@@ -1,0 +1,3 @@
+from . import _harness
+
+__all__ = ["_harness"]

@@ -1,0 +1,5 @@
+"""HTTP routes, one module per resource."""
+
+from . import runners, sessions
+
+__all__ = ["runners", "sessions"]

@@ -1,0 +1,89 @@
+"""`create_app(settings)`: the control plane's FastAPI application. No I/O at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from paddock_core import PaddockError, load_policies, open_store
+
+from .api.errors import install_error_handlers
+from .api.routes import runners, sessions
+from .backends import RunnerBackend
+from .services import RunnerService, SessionService
+from .settings import ControlPlaneSettings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+
+async def _default_backend(settings: ControlPlaneSettings) -> RunnerBackend:
+    if settings.backend == "fake":
+        from .backends.fake import FakeBackend
+
+        return FakeBackend()
+    from .backends.docker import DockerBackend
+
+    backend = DockerBackend(
+        controlplane_id=settings.controlplane_id,
+        gateway_port=settings.gateway_port,
+        gateway_url=settings.gateway_url_for_runners,
+    )
+    await backend.start()
+    return backend
+
+
+def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None = None) -> FastAPI:
+    """The control-plane app. `backend` is injected by tests; by default it follows settings."""
+    if settings.admin_key is None:
+        raise PaddockError("PADDOCK_ADMIN_KEY must be set (the CLI generates one if missing)")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        policies = load_policies(settings.policies_dir)
+        store = open_store(settings.resolved_database_url())
+        await store.open()
+        runner_backend = backend or await _default_backend(settings)
+        http = httpx.AsyncClient()
+        runner_service = RunnerService(
+            settings=settings, store=store, backend=runner_backend, policies=policies
+        )
+        app.state.settings = settings
+        app.state.store = store
+        app.state.runners = runner_service
+        app.state.sessions = SessionService(
+            store=store,
+            runners=runner_service,
+            http=http,
+            message_timeout_s=settings.message_timeout_s,
+        )
+        logger.info("control plane up (backend %s)", runner_backend.name)
+        try:
+            yield
+        finally:
+            await runner_service.shutdown()
+            await http.aclose()
+            if backend is None:
+                await runner_backend.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Paddock control plane",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Launch and govern sandboxed AI agent runners.",
+    )
+    install_error_handlers(app)
+    app.include_router(runners.router)
+    app.include_router(sessions.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

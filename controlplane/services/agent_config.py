@@ -1,0 +1,71 @@
+"""The OpenClaw configuration of one runner, rendered from its profile.
+
+Secrets are never written into it: `${VAR}` strings are filled by OpenClaw from the runner's
+environment (the runner token for the Paddock gateway, the agent token the control plane uses).
+The provider is the Paddock gateway; no provider key exists inside a runner.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from paddock_core import Profile
+
+__all__ = ["encode_config", "render_openclaw_config"]
+
+_EXEC_MODE = {"deny": "deny", "allowlist": "allowlist", "full": "full"}
+
+
+def render_openclaw_config(
+    profile: Profile, *, model: str, max_tokens: int = 4096
+) -> dict[str, Any]:
+    tools: dict[str, Any] = {
+        "profile": profile.openclaw.tools_profile,
+        "exec": {"mode": _EXEC_MODE[profile.exec]},
+        "fs": {"workspaceOnly": True},
+    }
+    if profile.openclaw.deny:
+        tools["deny"] = list(profile.openclaw.deny)
+    return {
+        "gateway": {
+            "mode": "local",
+            "bind": "lan",
+            "port": 18789,
+            "auth": {"token": "${OPENCLAW_GATEWAY_TOKEN}"},
+            "http": {"endpoints": {"chatCompletions": {"enabled": True}}},
+        },
+        "update": {"checkOnStart": False},
+        "models": {
+            "providers": {
+                "paddock": {
+                    "baseUrl": "${PADDOCK_GATEWAY_URL}",
+                    "apiKey": "${PADDOCK_RUNNER_TOKEN}",
+                    "api": "openai-completions",
+                    "models": [
+                        {
+                            "id": model,
+                            "name": model,
+                            "contextWindow": 128000,
+                            "maxTokens": max_tokens,
+                            "input": ["text"],
+                            "compat": {"supportsUsageInStreaming": True},
+                        }
+                    ],
+                }
+            }
+        },
+        "agents": {
+            "defaults": {
+                "model": {"primary": f"paddock/{model}"},
+                "sandbox": {"mode": "off"},
+                "workspace": "/workspace",
+            }
+        },
+        "tools": tools,
+    }
+
+
+def encode_config(config: dict[str, Any]) -> str:
+    return base64.b64encode(json.dumps(config, separators=(",", ":")).encode()).decode()

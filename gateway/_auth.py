@@ -1,0 +1,91 @@
+"""Who is calling: a runner (by its `prt_` token) or the bootstrap admin key.
+
+The runner is looked up on every request, without a cache, so stopping or deleting a runner
+takes effect on its very next call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from paddock_core import (
+    AuthenticationError,
+    PermissionDeniedError,
+    RunnerRecord,
+    SessionRecord,
+    hash_token,
+    key_fingerprint,
+)
+
+from ._state import StateDep
+
+__all__ = ["RUNNER_TOKEN_PREFIX", "Caller", "CallerDep", "authenticate"]
+
+logger = logging.getLogger(__name__)
+
+RUNNER_TOKEN_PREFIX = "prt_"
+# Provisioning included: the runner proves its gateway round trip before it is ready.
+_LIVE_STATES = frozenset({"provisioning", "ready", "running"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    org_id: str
+    actor: str
+    """`runner:<id>` or `key:admin`, as written to the audit trail."""
+    runner: RunnerRecord | None = None
+    session: SessionRecord | None = None
+    """The runner's current session, read fresh with this request (its spend is current)."""
+
+
+def _presented_key(request: Request) -> str | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    for header in ("x-api-key", "x-paddock-key"):
+        if value := request.headers.get(header, "").strip():
+            return value
+    return None
+
+
+async def authenticate(request: Request, state: StateDep) -> Caller:
+    token = _presented_key(request)
+    if token is None:
+        raise AuthenticationError(
+            "missing API key: send `Authorization: Bearer <runner token>`", reason="missing_key"
+        )
+    admin = state.settings.admin_key
+    if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
+        return Caller(org_id=state.settings.org_id, actor="key:admin")
+    if not token.startswith(RUNNER_TOKEN_PREFIX):
+        logger.info("rejected unknown key %s", key_fingerprint(token))
+        raise AuthenticationError("invalid API key", reason="invalid_api_key")
+
+    runner = await state.store.find_runner_by_token(hash_token(token))
+    if runner is None:
+        logger.info("rejected unknown runner token %s", key_fingerprint(token))
+        raise AuthenticationError("invalid API key", reason="invalid_api_key")
+    if runner.deleted or runner.state not in _LIVE_STATES:
+        shown = "deleted" if runner.deleted else runner.state
+        raise AuthenticationError(
+            f"runner token is no longer valid (runner is {shown})", reason="runner_not_live"
+        )
+
+    session = None
+    if runner.session_id is not None:
+        session = await state.store.get_session(runner.session_id)
+        if session is None:
+            # Without the session its budget cannot be enforced: refuse rather than guess.
+            raise PermissionDeniedError(
+                f"runner {runner.id} points at session {runner.session_id}, which does not exist",
+                reason="session_not_found",
+            )
+    return Caller(org_id=runner.org_id, actor=f"runner:{runner.id}", runner=runner, session=session)
+
+
+CallerDep = Annotated[Caller, Depends(authenticate)]

@@ -1,0 +1,5 @@
+"""`python -m paddock` is the `paddock` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,314 @@
+"""The `paddock` command: run the servers, and drive a running control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+__all__ = ["main"]
+
+_DEFAULT_URL = "http://127.0.0.1:8001"
+
+
+def _admin_key_file(data_dir: Path) -> Path:
+    return data_dir / "admin_key"
+
+
+def _ensure_admin_key(data_dir: Path) -> str:
+    """PADDOCK_ADMIN_KEY, else the key generated at first start (kept 0600 in the data dir)."""
+    key = os.environ.get("PADDOCK_ADMIN_KEY")
+    if key:
+        return key
+    path = _admin_key_file(data_dir)
+    if path.exists():
+        return path.read_text().strip()
+    key = f"pdk_{secrets.token_urlsafe(32)}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    click.echo(f"Generated the bootstrap admin key (shown once, kept in {path}):\n  {key}")
+    return key
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def main(verbose: bool) -> None:
+    """Paddock: a control plane for sandboxed AI agents."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@click.option(
+    "--fake-provider/--no-fake-provider",
+    default=None,
+    help="serve the shipped fake LLM provider on 127.0.0.1:8003 (default: when no provider key)",
+)
+@click.option(
+    "--fake-provider-port", envvar="PADDOCK_FAKE_PROVIDER_PORT", default=8003, show_default=True
+)
+@click.option("--demo", is_flag=True, help="launch a demo runner once the servers are up")
+@click.option("--demo-image", default="openclaw", show_default=True)
+def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_image: str) -> None:
+    """Run the control plane (:8001), the gateway (:8002) and optionally the fake provider."""
+    from controlplane import ControlPlaneSettings, create_app
+    from gateway import GatewaySettings, create_gateway
+
+    from .fake_provider import create_fake_provider
+    from .serve import AppServer, serve_apps
+
+    cp_settings = ControlPlaneSettings()
+    key = _ensure_admin_key(cp_settings.data_dir)
+    os.environ["PADDOCK_ADMIN_KEY"] = key
+    cp_settings = ControlPlaneSettings()
+    if fake_provider is None:
+        fake_provider = not any(os.environ.get(v) for v in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY"))
+    gw_settings = GatewaySettings()
+    if fake_provider and "fake" not in gw_settings.provider_base_urls:
+        fake_url = f"http://127.0.0.1:{fake_provider_port}/v1"
+        gw_settings = gw_settings.model_copy(
+            update={"provider_base_urls": {**gw_settings.provider_base_urls, "fake": fake_url}}
+        )
+    apps = [
+        AppServer("control plane", create_app(cp_settings), cp_settings.host, cp_settings.port),
+        AppServer(
+            "gateway",
+            create_gateway(gw_settings),
+            gw_settings.gateway_host,
+            gw_settings.gateway_port,
+        ),
+    ]
+    if fake_provider:
+        apps.append(
+            AppServer("fake provider", create_fake_provider(), "127.0.0.1", fake_provider_port)
+        )
+
+    async def _demo() -> None:
+        base = f"http://{cp_settings.host}:{cp_settings.port}"
+        runner = await _launch_demo(base, key, demo_image)
+        click.echo(
+            f"\nDemo runner {runner['id']} is {runner['state']} ({runner['profile']}, "
+            f"{runner['sandbox']}).\nTry:\n"
+            f"  export PADDOCK_ADMIN_KEY={key}\n"
+            f"  paddock sessions open {runner['id']} --budget 0.25\n"
+            f"  paddock sessions message <SESSION_ID> 'Say hello'\n"
+        )
+
+    asyncio.run(serve_apps(apps, on_started=_demo if demo else None))
+
+
+async def _launch_demo(base: str, key: str, image: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+        body = {"profile": "minimal", "sandbox": "hardened", "budget_usd": 1.0, "image": image}
+        runner: dict[str, Any] = (
+            (await client.post("/v1/runners", json=body)).raise_for_status().json()
+        )
+        deadline = time.monotonic() + 240
+        while runner["state"] == "provisioning" and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+            runner = (await client.get(f"/v1/runners/{runner['id']}")).raise_for_status().json()
+        return runner
+
+
+@main.command("controlplane")
+def controlplane_cmd() -> None:
+    """Run only the control plane."""
+    import uvicorn
+
+    from controlplane import ControlPlaneSettings, create_app
+
+    settings = ControlPlaneSettings()
+    os.environ["PADDOCK_ADMIN_KEY"] = _ensure_admin_key(settings.data_dir)
+    settings = ControlPlaneSettings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+@main.command("gateway")
+def gateway_cmd() -> None:
+    """Run only the gateway."""
+    import uvicorn
+
+    from gateway import GatewaySettings, create_gateway
+
+    settings = GatewaySettings()
+    uvicorn.run(create_gateway(settings), host=settings.gateway_host, port=settings.gateway_port)
+
+
+@main.command("fake-provider")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8003, show_default=True)
+def fake_provider_cmd(host: str, port: int) -> None:
+    """Run the shipped fake LLM provider (OpenAI protocol)."""
+    import uvicorn
+
+    from .fake_provider import create_fake_provider
+
+    uvicorn.run(create_fake_provider(), host=host, port=port)
+
+
+# --- client commands ----------------------------------------------------------------------
+
+
+class _Api:
+    def __init__(self, url: str) -> None:
+        key = os.environ.get("PADDOCK_ADMIN_KEY")
+        if not key:
+            path = _admin_key_file(Path(os.environ.get("PADDOCK_DATA_DIR", ".paddock")))
+            key = path.read_text().strip() if path.exists() else ""
+        if not key:
+            raise click.ClickException("set PADDOCK_ADMIN_KEY (or run `paddock serve` here once)")
+        self.client = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=None
+        )
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self.client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise click.ClickException(f"cannot reach the control plane: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                error = response.json()["error"]
+                message = f"{response.status_code} {error['code']}: {error['message']}"
+            except (ValueError, KeyError, TypeError):
+                message = f"{response.status_code}: {response.text[:300]}"
+            raise click.ClickException(message)
+        return response.json() if response.content else None
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+_url_option = click.option("--url", envvar="PADDOCK_URL", default=_DEFAULT_URL, show_default=True)
+
+
+@main.group()
+def runners() -> None:
+    """Create, inspect, stop and delete runners."""
+
+
+@runners.command("create")
+@click.option("--profile", default="minimal", show_default=True)
+@click.option("--sandbox", default="hardened", show_default=True)
+@click.option("--budget", type=float, default=None, help="lifetime budget, USD")
+@click.option("--image", default=None, help="openclaw | probe")
+@click.option("--wait/--no-wait", default=True, help="wait until it leaves provisioning")
+@_url_option
+def runners_create(
+    profile: str, sandbox: str, budget: float | None, image: str | None, wait: bool, url: str
+) -> None:
+    api = _Api(url)
+    body = {"profile": profile, "sandbox": sandbox, "budget_usd": budget, "image": image}
+    runner = api.call("POST", "/v1/runners", {k: v for k, v in body.items() if v is not None})
+    while wait and runner["state"] == "provisioning":
+        time.sleep(1)
+        runner = api.call("GET", f"/v1/runners/{runner['id']}")
+    _print(runner)
+
+
+@runners.command("list")
+@_url_option
+def runners_list(url: str) -> None:
+    for r in _Api(url).call("GET", "/v1/runners")["runners"]:
+        click.echo(
+            f"{r['id']}  {r['state']:<12} {r['profile']:<9} {r['sandbox']:<9} ${r['spent_usd']:.4f}"
+        )
+
+
+@runners.command("get")
+@click.argument("runner_id")
+@_url_option
+def runners_get(runner_id: str, url: str) -> None:
+    _print(_Api(url).call("GET", f"/v1/runners/{runner_id}"))
+
+
+@runners.command("stop")
+@click.argument("runner_id")
+@_url_option
+def runners_stop(runner_id: str, url: str) -> None:
+    _print(_Api(url).call("POST", f"/v1/runners/{runner_id}/stop"))
+
+
+@runners.command("delete")
+@click.argument("runner_id")
+@_url_option
+def runners_delete(runner_id: str, url: str) -> None:
+    _Api(url).call("DELETE", f"/v1/runners/{runner_id}")
+    click.echo(f"deleted {runner_id}")
+
+
+@runners.command("events")
+@click.argument("runner_id")
+@_url_option
+def runners_events(runner_id: str, url: str) -> None:
+    for e in _Api(url).call("GET", f"/v1/runners/{runner_id}/events")["events"]:
+        click.echo(
+            f"{e['seq']:>6} {e['time']} {e['type']:<22} {e['actor']:<20} {json.dumps(e['data'])}"
+        )
+
+
+@main.group()
+def sessions() -> None:
+    """Open sessions on runners, send messages, follow spend."""
+
+
+@sessions.command("open")
+@click.argument("runner_id")
+@click.option("--budget", type=float, default=None, help="session budget, USD")
+@_url_option
+def sessions_open(runner_id: str, budget: float | None, url: str) -> None:
+    _print(_Api(url).call("POST", f"/v1/runners/{runner_id}/sessions", {"budget_usd": budget}))
+
+
+@sessions.command("message")
+@click.argument("session_id")
+@click.argument("content")
+@_url_option
+def sessions_message(session_id: str, content: str, url: str) -> None:
+    api = _Api(url)
+    path = f"/v1/sessions/{session_id}/messages"
+    with api.client.stream("POST", path, json={"content": content}) as response:
+        if response.status_code >= 400:
+            response.read()
+            raise click.ClickException(f"{response.status_code}: {response.text[:300]}")
+        event = ""
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+                if event == "delta":
+                    click.echo(data["text"], nl=False)
+                elif event == "done":
+                    click.echo(f"\n[spent ${data['spent_usd']:.6f} of budget {data['budget_usd']}]")
+                elif event == "error":
+                    click.echo(f"\nerror: {data['error']['message']}", err=True)
+                    sys.exit(1)
+
+
+@sessions.command("spend")
+@click.argument("session_id")
+@_url_option
+def sessions_spend(session_id: str, url: str) -> None:
+    _print(_Api(url).call("GET", f"/v1/sessions/{session_id}/spend"))
+
+
+@sessions.command("close")
+@click.argument("session_id")
+@_url_option
+def sessions_close(session_id: str, url: str) -> None:
+    _print(_Api(url).call("POST", f"/v1/sessions/{session_id}/close"))

@@ -1,0 +1,97 @@
+// Paddock runner entrypoint for OpenClaw (runs under tini as uid 10001).
+//
+// 1. Writes base64-decoded PADDOCK_AGENT_CONFIG to $HOME/.openclaw/openclaw.json (a file, 0600).
+// 2. Boot check: GET ${PADDOCK_GATEWAY_URL}/models with the runner token must answer 200 within
+//    ~10 s, else one line on stderr and exit 3 (exit 2: missing env / unusable config).
+// 3. Optionally seeds OpenClaw's exec approvals document from PADDOCK_EXEC_MODE=allowlist and
+//    PADDOCK_EXEC_ALLOWLIST (comma list), because OpenClaw keeps allowlists in its state
+//    database, not in openclaw.json.
+// 4. Becomes `openclaw gateway run --port 18789 --bind lan` in this same process (no extra Node).
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+const OPENCLAW = "/usr/local/lib/openclaw/node_modules/openclaw/openclaw.mjs";
+const PORT = "18789";
+const env = process.env;
+
+const fail = (code, msg) => {
+  process.stderr.write(`paddock-runner: ${msg}\n`);
+  process.exit(code);
+};
+
+const missing = ["PADDOCK_GATEWAY_URL", "PADDOCK_RUNNER_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "PADDOCK_AGENT_CONFIG"]
+  .filter((name) => !env[name]);
+if (missing.length) fail(2, `missing required env: ${missing.join(", ")}`);
+
+let configText;
+try {
+  configText = Buffer.from(env.PADDOCK_AGENT_CONFIG, "base64").toString("utf8");
+  const parsed = JSON.parse(configText);
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+} catch (err) {
+  fail(2, `PADDOCK_AGENT_CONFIG is not base64 of a JSON object (${err.message})`);
+}
+const home = env.HOME || "/home/agent";
+const stateDir = path.join(home, ".openclaw");
+const configPath = path.join(stateDir, "openclaw.json");
+try {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(configPath, configText, { mode: 0o600 });
+  chmodSync(configPath, 0o600);
+} catch (err) {
+  fail(2, `cannot write ${configPath}: ${err.message} (is $HOME writable?)`);
+}
+delete env.PADDOCK_AGENT_CONFIG;
+env.OPENCLAW_CONFIG_PATH = configPath;
+env.OPENCLAW_NO_AUTO_UPDATE = "1";
+
+async function bootCheck(budgetMs = 10_000) {
+  const url = `${env.PADDOCK_GATEWAY_URL.replace(/\/+$/, "")}/models`;
+  const deadline = Date.now() + budgetMs;
+  let last = "no attempt";
+  for (;;) {
+    const left = deadline - Date.now();
+    try {
+      const res = await fetch(url, {
+        headers: { authorization: `Bearer ${env.PADDOCK_RUNNER_TOKEN}` },
+        signal: AbortSignal.timeout(Math.max(500, Math.min(3000, left))),
+      });
+      await res.arrayBuffer().catch(() => {});
+      if (res.status === 200) return;
+      last = `HTTP ${res.status}`;
+      if (res.status === 401 || res.status === 403) break; // retrying will not fix a bad token
+    } catch (err) {
+      last = `${err.name}: ${err.cause?.code ?? err.message}`;
+    }
+    if (Date.now() + 500 >= deadline) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  fail(3, `gateway check failed: GET ${url} -> ${last}`);
+}
+await bootCheck();
+
+const execMode = env.PADDOCK_EXEC_MODE;
+if (execMode) {
+  const security = { deny: "deny", allowlist: "allowlist", full: "full" }[execMode];
+  if (!security) fail(2, `PADDOCK_EXEC_MODE must be deny, allowlist or full (got ${execMode})`);
+  const patterns = (env.PADDOCK_EXEC_ALLOWLIST || "").split(",").map((s) => s.trim()).filter(Boolean);
+  const doc = {
+    version: 1,
+    defaults: { security, ask: "off", askFallback: security === "full" ? "full" : "deny" },
+    agents: security === "allowlist" ? { "*": { allowlist: patterns.map((pattern) => ({ pattern })) } } : {},
+  };
+  const res = spawnSync(process.execPath, [OPENCLAW, "approvals", "set", "--stdin"], {
+    input: JSON.stringify(doc),
+    env,
+    stdio: ["pipe", "ignore", "pipe"],
+    timeout: 60_000,
+  });
+  if (res.status !== 0) {
+    fail(2, `cannot seed exec approvals: ${(res.stderr || "").toString().trim().split("\n").pop() || res.error}`);
+  }
+}
+
+// Become `openclaw gateway run`: same process, so tini's signals reach OpenClaw directly.
+process.argv = [process.execPath, OPENCLAW, "gateway", "run", "--port", PORT, "--bind", "lan"];
+await import(OPENCLAW);

@@ -1,0 +1,219 @@
+"""Calls the gateway refuses or that fail upstream: status, OpenAI error body, record."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from paddock_core import mint_token
+from tests.gateway.harness import Records, Seeded
+
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+
+
+def error_of(response: httpx.Response) -> dict[str, object]:
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, object] = body["error"]
+    assert set(error) == {"message", "type", "code", "param"}
+    return error
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", [mint_token("prt"), "sk-not-a-paddock-key"])
+def test_unknown_key_is_401(key: str, client_for: Callable[[str], OpenAI]) -> None:
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client_for(key).chat.completions.create(model="fake-gpt", messages=HELLO)
+    assert caught.value.code == "invalid_api_key"
+    assert key not in caught.value.message
+
+
+def test_missing_key_is_401(gateway_url: str) -> None:
+    response = httpx.post(f"{gateway_url}/v1/chat/completions", json={})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert error_of(response)["type"] == "authentication_error"
+
+
+def test_stopping_a_runner_revokes_its_token_at_once(
+    runner: Seeded, records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    client = client_for(runner.token)
+    client.chat.completions.create(model="fake-gpt", messages=HELLO)
+    records.set_state(runner.runner_id, "stopped")
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.chat.completions.create(model="fake-gpt", messages=HELLO)
+    assert "runner token is no longer valid (runner is stopped)" in caught.value.message
+    assert len(records.calls(runner.runner_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("state", "deleted", "shown"),
+    [
+        ("failed", False, "failed"),
+        ("stopped", False, "stopped"),
+        ("ready", True, "deleted"),
+    ],
+)
+def test_runner_that_is_not_live_is_401(
+    state: str, deleted: bool, shown: str, records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(state=state, deleted=deleted)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client_for(seeded.token).models.list()
+    assert f"(runner is {shown})" in caught.value.message
+
+
+def test_a_provisioning_runner_can_make_its_boot_round_trip(
+    records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(state="provisioning", with_session=False)
+    assert [m.id for m in client_for(seeded.token).models.list()] == ["fake-gpt", "fake-mini"]
+
+
+# --- budgets ----------------------------------------------------------------------------------
+
+
+def test_exhausted_session_budget_is_403_and_nothing_is_forwarded(
+    records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(session_budget_usd=0.01, session_spent_usd=0.01)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client_for(seeded.token).chat.completions.create(model="fake-gpt", messages=HELLO)
+    assert caught.value.status_code == 403
+    assert (caught.value.type, caught.value.code) == ("budget_exceeded", "session_budget_exhausted")
+    assert records.calls(seeded.runner_id) == []
+
+
+def test_exhausted_runner_budget_is_403(
+    records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(budget_usd=0.5, spent_usd=0.75, with_session=False)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client_for(seeded.token).chat.completions.create(model="fake-gpt", messages=HELLO)
+    assert caught.value.code == "runner_budget_exhausted"
+
+
+def test_the_call_that_reaches_the_budget_is_the_last_one(
+    records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(session_budget_usd=1e-6)  # one fake-gpt call costs ~1e-4 USD
+    client = client_for(seeded.token)
+    client.chat.completions.create(model="fake-gpt", messages=HELLO)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(model="fake-gpt", messages=HELLO, stream=True)
+    assert caught.value.code == "session_budget_exhausted"
+    [call] = records.calls(seeded.runner_id)
+    assert seeded.session_id is not None
+    assert records.get_session(seeded.session_id).spent_usd == pytest.approx(call.cost_usd)
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+def test_unknown_model_is_400_naming_the_model(
+    runner: Seeded, records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(runner.token).chat.completions.create(model="nope-9000", messages=HELLO)
+    assert caught.value.param == "model"
+    assert caught.value.code == "model_not_found"
+    assert "nope-9000" in caught.value.message
+    assert records.calls(runner.runner_id) == []
+
+
+def test_provider_with_another_protocol_is_400(
+    runner: Seeded, client_for: Callable[[str], OpenAI]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(runner.token).chat.completions.create(model="claude-sonnet-4", messages=HELLO)
+    assert "provider protocol not supported yet" in caught.value.message
+    assert caught.value.param == "model"
+
+
+GOOD = b'"model": "fake-gpt", "messages": [{"role": "user", "content": "x"}]'
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        (b"{not json", "invalid_json", None),
+        (b"\xff\xfe\x00garbage", "invalid_json", None),
+        (b"[" * 100_000, "invalid_json", None),
+        (b"", "invalid_json", None),
+        (b"[1, 2]", "invalid_body", None),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "invalid_field", "model"),
+        (
+            b'{"model": 42, "messages": [{"role": "user", "content": "x"}]}',
+            "invalid_field",
+            "model",
+        ),
+        (b'{"model": "fake-gpt", "messages": []}', "invalid_field", "messages"),
+        (b'{"model": "fake-gpt", "messages": "hi"}', "invalid_field", "messages"),
+        (b"{" + GOOD + b', "stream": "yes"}', "invalid_field", "stream"),
+        (
+            b"{" + GOOD + b', "stream": true, "stream_options": 1}',
+            "invalid_field",
+            "stream_options",
+        ),
+    ],
+)
+def test_malformed_body_is_400_naming_the_problem(
+    gateway_url: str, runner: Seeded, body: bytes, code: str, param: str | None
+) -> None:
+    response = httpx.post(
+        f"{gateway_url}/v1/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {runner.token}", "content-type": "application/json"},
+    )
+    assert response.status_code == 400
+    error = error_of(response)
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param)
+
+
+def test_unknown_route_is_404_in_openai_shape(gateway_url: str) -> None:
+    response = httpx.get(f"{gateway_url}/v1/nothing-here")
+    assert response.status_code == 404
+    assert error_of(response)["type"] == "not_found_error"
+
+
+# --- upstream failures ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_upstream_server_error_is_502_and_recorded_with_its_status(
+    stream: bool, runner: Seeded, records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client_for(runner.token).chat.completions.create(
+            model="fake-gpt", messages=[{"role": "user", "content": "FAIL:500"}], stream=stream
+        )
+    assert caught.value.status_code == 502
+    assert (caught.value.type, caught.value.code) == ("upstream_error", "upstream_status")
+    assert "500" in caught.value.message
+
+    [call] = records.calls(runner.runner_id)
+    assert (call.status, call.stream) == (500, stream)
+    assert (call.prompt_tokens, call.completion_tokens, call.cost_usd) == (0, 0, 0.0)
+    [event] = records.audit(runner_id=runner.runner_id)
+    assert (event.type, event.data["status"]) == ("llm.call", 500)
+
+
+def test_upstream_rate_limit_is_passed_through(
+    runner: Seeded, records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    with pytest.raises(openai.RateLimitError) as caught:
+        client_for(runner.token).chat.completions.create(
+            model="fake-mini", messages=[{"role": "user", "content": "FAIL:429"}]
+        )
+    assert caught.value.type == "rate_limit_error"
+    [call] = records.calls(runner.runner_id)
+    assert call.status == 429
