@@ -24,13 +24,15 @@ from paddock_core import (
 
 from ._state import StateDep
 
-__all__ = ["RUNNER_TOKEN_PREFIX", "Caller", "CallerDep", "authenticate"]
+__all__ = ["RUNNER_TOKEN_PREFIX", "Caller", "CallerDep", "ServingCallerDep", "authenticate"]
 
 logger = logging.getLogger(__name__)
 
 RUNNER_TOKEN_PREFIX = "prt_"
-# Provisioning included: the runner proves its gateway round trip before it is ready.
+# Provisioning counts as live so the runner can prove its gateway round trip (`GET /v1/models`)
+# before it is ready; only `require_serving` callers may spend.
 _LIVE_STATES = frozenset({"provisioning", "ready", "running"})
+_SERVING_STATES = frozenset({"ready", "running"})
 
 
 @dataclass(frozen=True)
@@ -88,4 +90,15 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
     return Caller(org_id=runner.org_id, actor=f"runner:{runner.id}", runner=runner, session=session)
 
 
+async def require_serving(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    """A caller that may make LLM calls: a runner still provisioning may only list models."""
+    if caller.runner is not None and caller.runner.state not in _SERVING_STATES:
+        raise PermissionDeniedError(
+            f"runner {caller.runner.id} is {caller.runner.state}; it may call models once ready",
+            reason="runner_not_ready",
+        )
+    return caller
+
+
 CallerDep = Annotated[Caller, Depends(authenticate)]
+ServingCallerDep = Annotated[Caller, Depends(require_serving)]

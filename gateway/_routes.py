@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from ._auth import CallerDep
+from ._auth import CallerDep, ServingCallerDep
 from ._completions import handle_chat
 from ._state import StateDep
 
@@ -36,5 +36,5 @@ async def list_models(state: StateDep, caller: CallerDep) -> dict[str, Any]:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request, state: StateDep, caller: CallerDep) -> Response:
+async def chat_completions(request: Request, state: StateDep, caller: ServingCallerDep) -> Response:
     return await handle_chat(state, caller, await request.body())

@@ -60,11 +60,23 @@ def render_openclaw_config(
             "defaults": {
                 "model": {"primary": f"paddock/{model}"},
                 "sandbox": {"mode": "off"},
-                "workspace": "/workspace",
+                "workspace": _workspace(profile),
             }
         },
         "tools": tools,
     }
+
+
+def _workspace(profile: Profile) -> str:
+    """Where OpenClaw keeps its working files.
+
+    OpenClaw writes bootstrap files into its workspace on every turn. With a read-only
+    workspace (minimal) they go to its private state on the tmpfs in $HOME, and /workspace
+    (the user's files) stays read-only.
+    """
+    if profile.filesystem.workspace_writable:
+        return "/workspace"
+    return "/home/agent/.openclaw/workspace"
 
 
 def encode_config(config: dict[str, Any]) -> str:

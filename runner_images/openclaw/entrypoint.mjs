@@ -15,6 +15,8 @@ const OPENCLAW = "/usr/local/lib/openclaw/node_modules/openclaw/openclaw.mjs";
 const PORT = "18789";
 const env = process.env;
 
+const t0 = Date.now();
+const note = (msg) => process.stderr.write(`paddock-runner: ${msg} (+${Date.now() - t0} ms)\n`);
 const fail = (code, msg) => {
   process.stderr.write(`paddock-runner: ${msg}\n`);
   process.exit(code);
@@ -45,6 +47,7 @@ try {
 delete env.PADDOCK_AGENT_CONFIG;
 env.OPENCLAW_CONFIG_PATH = configPath;
 env.OPENCLAW_NO_AUTO_UPDATE = "1";
+env.OPENCLAW_CONFIG_READONLY = "1"; // the control plane owns the config: OpenClaw must not rewrite it
 
 async function bootCheck(budgetMs = 10_000) {
   const url = `${env.PADDOCK_GATEWAY_URL.replace(/\/+$/, "")}/models`;
@@ -70,6 +73,7 @@ async function bootCheck(budgetMs = 10_000) {
   fail(3, `gateway check failed: GET ${url} -> ${last}`);
 }
 await bootCheck();
+note("gateway check ok");
 
 const execMode = env.PADDOCK_EXEC_MODE;
 if (execMode) {
@@ -90,8 +94,10 @@ if (execMode) {
   if (res.status !== 0) {
     fail(2, `cannot seed exec approvals: ${(res.stderr || "").toString().trim().split("\n").pop() || res.error}`);
   }
+  note(`exec approvals seeded (${security})`);
 }
 
 // Become `openclaw gateway run`: same process, so tini's signals reach OpenClaw directly.
+note("starting openclaw gateway");
 process.argv = [process.execPath, OPENCLAW, "gateway", "run", "--port", PORT, "--bind", "lan"];
 await import(OPENCLAW);

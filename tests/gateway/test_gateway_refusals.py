@@ -79,6 +79,16 @@ def test_a_provisioning_runner_can_make_its_boot_round_trip(
     assert [m.id for m in client_for(seeded.token).models.list()] == ["fake-gpt", "fake-mini"]
 
 
+def test_a_provisioning_runner_cannot_spend(
+    records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(state="provisioning", with_session=False)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client_for(seeded.token).chat.completions.create(model="fake-gpt", messages=HELLO)
+    assert caught.value.code == "runner_not_ready"
+    assert records.calls(seeded.runner_id) == []
+
+
 # --- budgets ----------------------------------------------------------------------------------
 
 

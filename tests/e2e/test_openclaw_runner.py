@@ -1,0 +1,61 @@
+"""End to end with the real OpenClaw image: its LLM calls are forced through the gateway."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import OPENCLAW_IMAGE, labelled, require_image
+from tests.e2e.conftest import Stack
+from tests.e2e.helpers import container_of, runner_env, sse_events, wait_ready
+
+pytestmark = [pytest.mark.docker, pytest.mark.openclaw]
+
+
+def test_openclaw_runner_end_to_end(stack: Stack) -> None:
+    require_image(stack.docker, OPENCLAW_IMAGE)
+    api = stack.api
+    created = api.post(
+        "/v1/runners",
+        json={"profile": "minimal", "sandbox": "hardened", "budget_usd": 1.0, "image": "openclaw"},
+    )
+    assert created.status_code == 201, created.text
+    rid = created.json()["id"]
+    wait_ready(api, rid, timeout_s=240)
+
+    env = runner_env(stack, rid)
+    assert env["PADDOCK_GATEWAY_URL"].endswith("/v1")
+    assert not any(k.endswith("_API_KEY") for k in env), "no provider key may enter a runner"
+    assert container_of(stack, rid).attrs["HostConfig"]["ReadonlyRootfs"] is True
+
+    sid = api.post(f"/v1/runners/{rid}/sessions", json={"budget_usd": 0.5}).json()["id"]
+    with api.stream(
+        "POST", f"/v1/sessions/{sid}/messages", json={"content": "Say hello. ECHO:openclaw42"}
+    ) as response:
+        assert response.status_code == 200
+        events = sse_events(response)
+    assert events and events[-1][0] == "done", events
+    reply = events[-1][1]["reply"]
+    assert "ECHO:openclaw42" in reply  # the fake provider's answer, relayed by OpenClaw
+
+    spend = api.get(f"/v1/sessions/{sid}/spend").json()
+    assert spend["totals"]["calls"] >= 1
+    assert spend["totals"]["cost_usd"] > 0
+    # OpenClaw sends a large system prompt: the prompt side dominates the bill.
+    assert spend["totals"]["prompt_tokens"] > 1000
+    assert all(c["model"] == "fake-gpt" and c["stream"] for c in spend["calls"])
+
+    assert api.post(f"/v1/sessions/{sid}/close").json()["state"] == "closed"
+    assert api.post(f"/v1/runners/{rid}/stop").json()["state"] == "stopped"
+
+    events_log = api.get(f"/v1/runners/{rid}/events").json()["events"]
+    types = [e["type"] for e in events_log]
+    assert types[:4] == ["runner.created", "runner.state_changed", "session.opened",
+                         "runner.state_changed"]
+    assert types[-3:] == ["session.closed", "runner.state_changed", "runner.state_changed"]
+    assert "llm.call" in types and types.index("session.message") < types.index("llm.call")
+    assert [e["seq"] for e in events_log] == sorted(e["seq"] for e in events_log)
+    llm_event = events_log[types.index("llm.call")]
+    assert "Say hello" not in str(llm_event["data"])  # no prompt text in the audit trail
+
+    assert api.delete(f"/v1/runners/{rid}").status_code == 204
+    assert labelled(stack.docker, stack.controlplane_id) == ([], [])
