@@ -48,6 +48,9 @@ def main(verbose: bool) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # One line per HTTP request is noise at INFO (the CLI polls).
+    for noisy in ("httpx", "transitions"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @main.command()
@@ -95,9 +98,12 @@ def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_
             AppServer("fake provider", create_fake_provider(), "127.0.0.1", fake_provider_port)
         )
 
+    base = f"http://{cp_settings.host}:{cp_settings.port}"
+    demo_runners: list[str] = []
+
     async def _demo() -> None:
-        base = f"http://{cp_settings.host}:{cp_settings.port}"
         runner = await _launch_demo(base, key, demo_image)
+        demo_runners.append(runner["id"])
         click.echo(
             f"\nDemo runner {runner['id']} is {runner['state']} ({runner['profile']}, "
             f"{runner['sandbox']}).\nTry:\n"
@@ -106,7 +112,20 @@ def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_
             f"  paddock sessions message <SESSION_ID> 'Say hello'\n"
         )
 
-    asyncio.run(serve_apps(apps, on_started=_demo if demo else None))
+    async def _demo_cleanup() -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as client:
+            for runner_id in demo_runners:
+                await client.delete(f"/v1/runners/{runner_id}")
+                click.echo(f"deleted demo runner {runner_id}")
+
+    asyncio.run(
+        serve_apps(
+            apps,
+            on_started=_demo if demo else None,
+            on_stopping=_demo_cleanup if demo else None,
+        )
+    )
 
 
 async def _launch_demo(base: str, key: str, image: str) -> dict[str, Any]:

@@ -37,8 +37,13 @@ class AppServer:
 
 
 async def serve_apps(
-    apps: list[AppServer], *, on_started: Callable[[], Awaitable[None]] | None = None
+    apps: list[AppServer],
+    *,
+    on_started: Callable[[], Awaitable[None]] | None = None,
+    on_stopping: Callable[[], Awaitable[None]] | None = None,
+    stopping_timeout_s: float = 30.0,
 ) -> None:
+    """Serve every app until SIGINT/SIGTERM; `on_stopping` runs while they still serve."""
     servers = [
         _Server(uvicorn.Config(a.app, host=a.host, port=a.port, log_level="warning", lifespan="on"))
         for a in apps
@@ -48,9 +53,25 @@ async def serve_apps(
         for server in servers:
             server.should_exit = True
 
+    async def _stop_gracefully() -> None:
+        if on_stopping is not None:
+            try:
+                await asyncio.wait_for(on_stopping(), stopping_timeout_s)
+            except Exception:
+                logger.exception("shutdown hook failed")
+        _stop()
+
+    stopping: list[asyncio.Task[None]] = []
+
+    def _on_signal() -> None:
+        if stopping:  # a second signal: stop now
+            _stop()
+            return
+        stopping.append(asyncio.create_task(_stop_gracefully()))
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stop)
+        loop.add_signal_handler(sig, _on_signal)
     tasks = [
         asyncio.create_task(s.serve(), name=a.name) for s, a in zip(servers, apps, strict=True)
     ]

@@ -3,9 +3,8 @@
 // 1. Writes base64-decoded PADDOCK_AGENT_CONFIG to $HOME/.openclaw/openclaw.json (a file, 0600).
 // 2. Boot check: GET ${PADDOCK_GATEWAY_URL}/models with the runner token must answer 200 within
 //    ~10 s, else one line on stderr and exit 3 (exit 2: missing env / unusable config).
-// 3. Optionally seeds OpenClaw's exec approvals document from PADDOCK_EXEC_MODE=allowlist and
-//    PADDOCK_EXEC_ALLOWLIST (comma list), because OpenClaw keeps allowlists in its state
-//    database, not in openclaw.json.
+// 3. With PADDOCK_EXEC_MODE=allowlist, seeds OpenClaw's exec approvals document from
+//    PADDOCK_EXEC_ALLOWLIST (comma list of command names or path globs).
 // 4. Becomes `openclaw gateway run --port 18789 --bind lan` in this same process (no extra Node).
 import { spawnSync } from "node:child_process";
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
@@ -75,26 +74,35 @@ async function bootCheck(budgetMs = 10_000) {
 await bootCheck();
 note("gateway check ok");
 
-const execMode = env.PADDOCK_EXEC_MODE;
-if (execMode) {
-  const security = { deny: "deny", allowlist: "allowlist", full: "full" }[execMode];
-  if (!security) fail(2, `PADDOCK_EXEC_MODE must be deny, allowlist or full (got ${execMode})`);
+// Exec allowlist: OpenClaw keeps it in the exec approvals document (state database), not in
+// openclaw.json, so seed it from PADDOCK_EXEC_ALLOWLIST before the gateway starts. The config's
+// tools.exec.mode must be "allowlist" too (approvals can only tighten the config). deny and full
+// need no seeding: tools.exec.mode in the config expresses them. Until seeded, allowlist mode
+// denies every command (fail closed).
+const execMode = env.PADDOCK_EXEC_MODE || "";
+if (!["", "deny", "allowlist", "full"].includes(execMode)) {
+  fail(2, `PADDOCK_EXEC_MODE must be deny, allowlist or full (got ${execMode})`);
+}
+if (execMode === "allowlist") {
   const patterns = (env.PADDOCK_EXEC_ALLOWLIST || "").split(",").map((s) => s.trim()).filter(Boolean);
   const doc = {
     version: 1,
-    defaults: { security, ask: "off", askFallback: security === "full" ? "full" : "deny" },
-    agents: security === "allowlist" ? { "*": { allowlist: patterns.map((pattern) => ({ pattern })) } } : {},
+    defaults: { security: "allowlist", ask: "off", askFallback: "deny" },
+    agents: { "*": { allowlist: patterns.map((pattern) => ({ pattern })) } },
   };
+  // An empty config keeps this CLI run from loading the providers and plugins (~2x faster).
+  const emptyConfig = path.join(env.TMPDIR || "/tmp", "paddock-empty-openclaw.json");
+  writeFileSync(emptyConfig, "{}\n", { mode: 0o600 });
   const res = spawnSync(process.execPath, [OPENCLAW, "approvals", "set", "--stdin"], {
     input: JSON.stringify(doc),
-    env,
+    env: { ...env, OPENCLAW_CONFIG_PATH: emptyConfig },
     stdio: ["pipe", "ignore", "pipe"],
     timeout: 60_000,
   });
   if (res.status !== 0) {
     fail(2, `cannot seed exec approvals: ${(res.stderr || "").toString().trim().split("\n").pop() || res.error}`);
   }
-  note(`exec approvals seeded (${security})`);
+  note(`exec allowlist seeded (${patterns.length} patterns)`);
 }
 
 // Become `openclaw gateway run`: same process, so tini's signals reach OpenClaw directly.
