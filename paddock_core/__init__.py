@@ -3,7 +3,17 @@
 Both `controlplane` and `gateway` import this package; it imports neither.
 """
 
-from ._audit import GENESIS_HASH, canonical_bytes, chain_hash, verify_chain
+from ._audit import (
+    GENESIS_HASH,
+    AuditRow,
+    ChainVerifier,
+    VerifyReport,
+    canonical_bytes,
+    canonical_data,
+    chain_hash,
+    format_time,
+    verify_chain,
+)
 from ._errors import (
     AuthenticationError,
     BackendError,
@@ -17,25 +27,43 @@ from ._errors import (
     UpstreamError,
     VersionConflictError,
 )
+from ._keys import API_KEY_PREFIX, authenticate_api_key, mint_api_key
+from ._org_gateway import OrgGatewayRecord, open_provider_key, seal_provider_key
 from ._policies import ModelPrice, Policies, Profile, ProviderSpec, SandboxLevel, load_policies
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, new_id, utcnow
 from ._settings import DEFAULT_POLICIES_DIR, CoreSettings
+from ._signing import CheckpointSigner, verify_checkpoint_signature
 from ._sqlite import SqliteStore
 from ._store import (
     AppendAudit,
+    AppendCheckpoint,
+    AuditCheckpoint,
+    AuditQuery,
     BatchResult,
     InsertRunner,
     InsertSession,
+    ObjectKind,
     Operation,
+    PutObject,
     RecordLlmCall,
     Store,
+    UpdateObject,
     UpdateRunner,
     UpdateSession,
 )
+from ._tenancy import ApiKeyRecord, OrgRecord, Role, TeamRecord, UserRecord
 from ._tokens import derive_secret, hash_token, key_fingerprint, mint_token
 
 __all__ = [
+    "API_KEY_PREFIX",
+    "ApiKeyRecord",
     "AppendAudit",
+    "AppendCheckpoint",
+    "AuditCheckpoint",
+    "AuditQuery",
+    "AuditRow",
+    "ChainVerifier",
+    "CheckpointSigner",
     "AuditEvent",
     "AuthenticationError",
     "BackendError",
@@ -51,34 +79,50 @@ __all__ = [
     "LlmCallRecord",
     "ModelPrice",
     "NotFoundError",
+    "ObjectKind",
+    "OrgGatewayRecord",
     "Operation",
+    "OrgRecord",
     "PaddockError",
     "PermissionDeniedError",
     "Policies",
     "Profile",
     "ProviderSpec",
+    "PutObject",
     "RecordLlmCall",
+    "Role",
     "RunnerRecord",
     "SandboxLevel",
     "SessionRecord",
     "SqliteStore",
     "Store",
     "StoreError",
+    "TeamRecord",
+    "UpdateObject",
     "UpdateRunner",
     "UpdateSession",
     "UpstreamError",
+    "UserRecord",
+    "VerifyReport",
     "VersionConflictError",
+    "authenticate_api_key",
     "canonical_bytes",
+    "canonical_data",
     "chain_hash",
     "derive_secret",
+    "format_time",
     "hash_token",
     "key_fingerprint",
     "load_policies",
+    "mint_api_key",
     "mint_token",
+    "seal_provider_key",
     "new_id",
+    "open_provider_key",
     "open_store",
     "utcnow",
     "verify_chain",
+    "verify_checkpoint_signature",
 ]
 
 

@@ -1,37 +1,187 @@
-"""Hash chaining of audit events.
+"""Hash chaining of audit events, and its verification.
 
-hash = SHA-256(canonical encoding of the event without `hash`); `prev_hash` links the chain.
+hash = SHA-256 of the event's canonical encoding: the compact, key-sorted JSON of
+{actor, data, org_id, prev_hash, runner_id, seq, session_id, time, type}, where `time` is always
+`YYYY-MM-DDTHH:MM:SS.ffffffZ` and `data` is itself canonical JSON. Stores keep `data` as exactly
+that text, so a chain can be verified from raw rows without parsing them (fast), and an exported
+JSONL file can be verified offline by anyone with this description.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from ._records import AuditEvent
 
-__all__ = ["GENESIS_HASH", "canonical_bytes", "chain_hash", "verify_chain"]
+__all__ = [
+    "GENESIS_HASH",
+    "AuditRow",
+    "ChainVerifier",
+    "VerifyReport",
+    "canonical_bytes",
+    "canonical_data",
+    "chain_hash",
+    "format_time",
+    "verify_chain",
+]
 
 GENESIS_HASH = "0" * 64
 
 
+def format_time(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_data(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _s(value: str | None) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _encode(
+    org_id: str,
+    seq: int,
+    time: str,
+    actor: str,
+    type_: str,
+    runner_id: str | None,
+    session_id: str | None,
+    data: str,
+    prev_hash: str,
+) -> bytes:
+    return (
+        f'{{"actor":{_s(actor)},"data":{data},"org_id":{_s(org_id)},"prev_hash":{_s(prev_hash)},'
+        f'"runner_id":{_s(runner_id)},"seq":{seq},"session_id":{_s(session_id)},'
+        f'"time":{_s(time)},"type":{_s(type_)}}}'
+    ).encode()
+
+
 def canonical_bytes(event: AuditEvent) -> bytes:
-    body: dict[str, Any] = event.model_dump(mode="json", exclude={"hash"})
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(
+        event.org_id,
+        event.seq,
+        format_time(event.time),
+        event.actor,
+        event.type,
+        event.runner_id,
+        event.session_id,
+        canonical_data(event.data),
+        event.prev_hash,
+    )
 
 
 def chain_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical_bytes(event)).hexdigest()
 
 
-def verify_chain(events: list[AuditEvent]) -> tuple[int, int | None]:
+class AuditRow(NamedTuple):
+    """An event as a store holds it: `time` formatted, `data` as canonical JSON text."""
+
+    org_id: str
+    seq: int
+    time: str
+    actor: str
+    type: str
+    runner_id: str | None
+    session_id: str | None
+    data: str
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditRow:
+        return cls(
+            event.org_id,
+            event.seq,
+            format_time(event.time),
+            event.actor,
+            event.type,
+            event.runner_id,
+            event.session_id,
+            canonical_data(event.data),
+            event.prev_hash,
+            event.hash,
+        )
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """`problem` names what broke at `first_broken_seq`:
+    hash_mismatch (the record was edited), missing_record (records before it were deleted),
+    out_of_order (reordered or duplicated), broken_link (inserted or removed before it),
+    checkpoint_mismatch (the chain differs from a signed checkpoint)."""
+
+    ok: bool
+    checked: int
+    head_seq: int
+    head_hash: str
+    first_broken_seq: int | None = None
+    problem: str | None = None
+    detail: str | None = None
+
+
+class ChainVerifier:
+    """Feed rows in stored order; it remembers the first break."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+        self.head_seq = 0
+        self.head_hash = GENESIS_HASH
+        self.broken: tuple[int, str, str] | None = None
+
+    def feed(self, row: AuditRow) -> bool:
+        """False once the chain is broken (further rows are not checked)."""
+        if self.broken is not None:
+            return False
+        expected = self.head_seq + 1
+        if row.seq != expected:
+            problem = "missing_record" if row.seq > expected else "out_of_order"
+            self.broken = (expected, problem, f"found seq {row.seq} where {expected} belongs")
+            return False
+        if row.prev_hash != self.head_hash:
+            self.broken = (row.seq, "broken_link", "prev_hash does not match the record before")
+            return False
+        digest = hashlib.sha256(
+            _encode(
+                row.org_id,
+                row.seq,
+                row.time,
+                row.actor,
+                row.type,
+                row.runner_id,
+                row.session_id,
+                row.data,
+                row.prev_hash,
+            )
+        ).hexdigest()
+        if digest != row.hash:
+            self.broken = (row.seq, "hash_mismatch", "the record's content does not match its hash")
+            return False
+        self.checked += 1
+        self.head_seq, self.head_hash = row.seq, row.hash
+        return True
+
+    def report(self) -> VerifyReport:
+        if self.broken is None:
+            return VerifyReport(True, self.checked, self.head_seq, self.head_hash)
+        seq, problem, detail = self.broken
+        return VerifyReport(
+            False, self.checked, self.head_seq, self.head_hash, seq, problem, detail
+        )
+
+
+def verify_chain(events: Iterable[AuditEvent]) -> tuple[int, int | None]:
     """Check a chain in seq order: (records checked, seq of the first broken record or None)."""
-    prev = GENESIS_HASH
-    expected_seq = events[0].seq if events else 1
-    for checked, event in enumerate(events):
-        if event.seq != expected_seq or event.prev_hash != prev or chain_hash(event) != event.hash:
-            return checked, event.seq
-        prev = event.hash
-        expected_seq += 1
-    return len(events), None
+    verifier = ChainVerifier()
+    for event in events:
+        if not verifier.feed(AuditRow.of(event)):
+            break
+    report = verifier.report()
+    return report.checked, report.first_broken_seq

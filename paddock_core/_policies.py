@@ -65,9 +65,18 @@ class ProviderSpec(_Frozen):
     name: str
     base_url: str
     protocol: Literal["openai", "anthropic"]
-    auth: Literal["bearer", "x-api-key", "none"]
+    auth: Literal["bearer", "x-api-key", "api-key", "none"]
     model_prefixes: tuple[str, ...] = ()
     key_env: str | None = None
+    title: str | None = None
+    """Human name, e.g. `Google Gemini`."""
+    endpoints: tuple[Literal["chat", "responses", "embeddings", "messages", "count_tokens"], ...] = ()
+    """APIs the provider serves; empty = its protocol's default (chat, or messages+count_tokens)."""
+    price_provider: str | None = None
+    """The provider's id in the `genai-prices` data, when it differs from `name`."""
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Static headers sent with every request (never secrets: keys come from settings or orgs)."""
 
 
 class ModelPrice(_Frozen):
@@ -76,6 +85,7 @@ class ModelPrice(_Frozen):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
     cached_input_per_mtok: float | None = Field(None, ge=0)
+    cache_write_per_mtok: float | None = Field(None, ge=0)
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (

@@ -76,10 +76,24 @@ class LlmCallRecord(_Record):
     stream: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens read from the provider's prompt cache (part of `prompt_tokens`)."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the provider's prompt cache (part of `prompt_tokens`)."""
+    reasoning_tokens: int = 0
+    """Hidden reasoning tokens (part of `completion_tokens`)."""
+    cache_hit: bool = False
+    """Answered from the gateway's response cache: nothing was sent upstream, cost is 0."""
+    endpoint: str = "chat.completions"
+    """chat.completions | responses | embeddings | messages."""
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     status: int
     created_at: datetime = Field(default_factory=utcnow)
+    key_id: str | None = None
+    """The API key that made the call (runner calls: None; the runner is the caller)."""
+    team_id: str | None = None
+    user_id: str | None = None
 
 
 class AuditEvent(_Record):

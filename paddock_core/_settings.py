@@ -28,14 +28,17 @@ class CoreSettings(BaseSettings):
     secret_key: SecretStr = SecretStr(_DEV_SECRET)
     admin_key: SecretStr | None = Field(None, description="bootstrap admin API key")
     org_id: str = Field("default", description="the org of the bootstrap admin key")
+    audit_signing_key: SecretStr | None = Field(
+        None, description="base64 Ed25519 seed for audit checkpoints; derived in development"
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secret(self) -> CoreSettings:
-        if self.environment != "development" and self.secret_key.get_secret_value() in (
-            _DEV_SECRET,
-            "",
-        ):
-            raise ValueError("PADDOCK_SECRET_KEY must be set outside development")
+        if self.environment != "development":
+            if self.secret_key.get_secret_value() in (_DEV_SECRET, ""):
+                raise ValueError("PADDOCK_SECRET_KEY must be set outside development")
+            if self.audit_signing_key is None:
+                raise ValueError("PADDOCK_AUDIT_SIGNING_KEY must be set outside development")
         return self
 
     def resolved_database_url(self) -> str:

@@ -1,8 +1,14 @@
-"""SQLite store: the embedded default. One connection, one writer at a time, WAL mode.
+"""SQLite store: the embedded default.
 
-Several processes may share the file (control plane and gateway under docker-compose): every
-batch runs in `BEGIN IMMEDIATE`, so the audit chain's (seq, prev_hash) read and the insert that
-follows cannot interleave with another writer.
+One connection lives on one dedicated thread; every call hops to it once. Writes go through a
+group commit: batches that arrive while a transaction is being written are applied together in
+the next one, each inside its own SAVEPOINT (a batch that fails, e.g. a lost compare-and-set,
+rolls back alone), and every caller is answered only after COMMIT, so an audit event is
+durable before the API call that caused it answers.
+
+Several processes may share the file (control plane and gateway under docker-compose): each
+transaction is `BEGIN IMMEDIATE`, so reading an audit chain's head and appending to it cannot
+interleave with another writer.
 """
 
 from __future__ import annotations
@@ -10,27 +16,35 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
-
-from ._audit import GENESIS_HASH, chain_hash
+from ._audit import GENESIS_HASH, AuditRow, canonical_data, chain_hash, format_time
 from ._errors import NotFoundError, StoreError, VersionConflictError
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, utcnow
 from ._store import (
     AppendAudit,
+    AppendCheckpoint,
+    AuditCheckpoint,
+    AuditQuery,
     BatchResult,
     InsertRunner,
     InsertSession,
+    ObjectKind,
     Operation,
+    PutObject,
     RecordLlmCall,
+    UpdateObject,
     UpdateRunner,
     UpdateSession,
 )
 
 __all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runners (
@@ -47,6 +61,7 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     created_at TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS llm_calls_session ON llm_calls(session_id, created_at);
 CREATE INDEX IF NOT EXISTS llm_calls_runner ON llm_calls(runner_id, created_at);
+CREATE INDEX IF NOT EXISTS llm_calls_org ON llm_calls(org_id, created_at);
 CREATE TABLE IF NOT EXISTS audit_events (
     org_id TEXT NOT NULL, seq INTEGER NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
     type TEXT NOT NULL, runner_id TEXT, session_id TEXT, data TEXT NOT NULL,
@@ -57,9 +72,21 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events
     BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events
     BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    org_id TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, time TEXT NOT NULL,
+    signature TEXT NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (org_id, seq));
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;
+CREATE TABLE IF NOT EXISTS objects (
+    kind TEXT NOT NULL, id TEXT NOT NULL, org_id TEXT, doc TEXT NOT NULL,
+    PRIMARY KEY (kind, id));
+CREATE INDEX IF NOT EXISTS objects_org ON objects(kind, org_id);
 """
 
 _SPENT = "spent_usd"
+_AUDIT_COLUMNS = "org_id, seq, time, actor, type, runner_id, session_id, data, prev_hash, hash"
 
 
 def _dumps(value: Any) -> str:
@@ -69,8 +96,10 @@ def _dumps(value: Any) -> str:
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: list[tuple[list[Operation], asyncio.Future[BatchResult]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -78,48 +107,112 @@ class SqliteStore:
             raise StoreError(f"not a sqlite URL: {url!r}")
         return cls(Path(url.removeprefix("sqlite:///")))
 
+    # --- lifecycle ----------------------------------------------------------------------
+
     async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddock-sqlite")
+        await self._run(self._connect)
+
+    def _connect(self) -> None:
         if str(self._path) != ":memory:":
             self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=10000")
-        await self._db.executescript(_SCHEMA)
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed audit event survives a power cut, not only a process crash. The
+        # group commit pays the fsync once per transaction, not once per event.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(_SCHEMA)
+        self._conn = conn
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        if self._writer is not None:
+            await asyncio.gather(self._writer, return_exceptions=True)
+        if self._executor is not None:
+            if self._conn is not None:
+                await self._run(self._conn.close)
+            self._executor.shutdown(wait=True)
+        self._conn = None
+        self._executor = None
+
+    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._executor is None:
+            raise StoreError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
             raise StoreError("store is not open")
-        return self._db
+        return self._conn
 
-    # --- writes -------------------------------------------------------------------------
+    # --- writes: group commit -----------------------------------------------------------
 
     async def apply(self, ops: Sequence[Operation]) -> BatchResult:
-        async with self._lock:
-            db = self.db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = BatchResult()
-                for op in ops:
-                    await self._apply_one(db, op, result)
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
-            await db.execute("COMMIT")
-            return result
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[BatchResult] = loop.create_future()
+        self._pending.append((list(ops), future))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._drain())
+        # Shielded: a caller that goes away does not take its batch out of a transaction
+        # that may already be committing.
+        return await asyncio.shield(future)
 
-    async def _apply_one(self, db: aiosqlite.Connection, op: Operation, out: BatchResult) -> None:
+    async def _drain(self) -> None:
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                outcomes = await self._run(self._commit_group, [ops for ops, _ in group])
+            except BaseException as exc:
+                outcomes = [exc] * len(group)
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    def _commit_group(self, group: list[list[Operation]]) -> list[BatchResult | BaseException]:
+        db = self._db
+        heads: dict[str, tuple[int, str]] = {}
+        outcomes: list[BatchResult | BaseException] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for ops in group:
+                saved = dict(heads)
+                db.execute("SAVEPOINT batch")
+                try:
+                    result = BatchResult()
+                    for op in ops:
+                        self._apply_one(db, op, result, heads)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO batch")
+                    db.execute("RELEASE batch")
+                    heads = saved
+                    outcomes.append(exc)
+                else:
+                    db.execute("RELEASE batch")
+                    outcomes.append(result)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _apply_one(
+        self,
+        db: sqlite3.Connection,
+        op: Operation,
+        out: BatchResult,
+        heads: dict[str, tuple[int, str]],
+    ) -> None:
         match op:
             case InsertRunner(runner=r):
                 doc = r.model_dump(mode="json", exclude={_SPENT})
                 try:
-                    await db.execute(
+                    db.execute(
                         "INSERT INTO runners (id, org_id, version, token_hash, spent_usd, doc)"
                         " VALUES (?,?,?,?,?,?)",
                         (r.id, r.org_id, r.version, r.token_hash, r.spent_usd, _dumps(doc)),
@@ -128,19 +221,19 @@ class SqliteStore:
                     raise StoreError(f"runner {r.id} already exists") from exc
                 out.runners[r.id] = r
             case UpdateRunner(runner_id=rid, expected_version=v, changes=changes):
-                out.runners[rid] = await self._cas_update(db, "runners", rid, v, changes)
+                out.runners[rid] = self._cas_update(db, "runners", rid, v, changes)
             case InsertSession(session=s):
                 doc = s.model_dump(mode="json", exclude={_SPENT})
-                await db.execute(
+                db.execute(
                     "INSERT INTO sessions (id, org_id, runner_id, version, spent_usd, doc)"
                     " VALUES (?,?,?,?,?,?)",
                     (s.id, s.org_id, s.runner_id, s.version, s.spent_usd, _dumps(doc)),
                 )
                 out.sessions[s.id] = s
             case UpdateSession(session_id=sid, expected_version=v, changes=changes):
-                out.sessions[sid] = await self._cas_update(db, "sessions", sid, v, changes)
+                out.sessions[sid] = self._cas_update(db, "sessions", sid, v, changes)
             case RecordLlmCall(call=c):
-                await db.execute(
+                db.execute(
                     "INSERT INTO llm_calls (id, org_id, runner_id, session_id, created_at, doc)"
                     " VALUES (?,?,?,?,?,?)",
                     (
@@ -153,27 +246,51 @@ class SqliteStore:
                     ),
                 )
                 if c.session_id:
-                    await db.execute(
+                    db.execute(
                         "UPDATE sessions SET spent_usd = spent_usd + ? WHERE id = ?",
                         (c.cost_usd, c.session_id),
                     )
                 if c.runner_id:
-                    await db.execute(
+                    db.execute(
                         "UPDATE runners SET spent_usd = spent_usd + ? WHERE id = ?",
                         (c.cost_usd, c.runner_id),
                     )
             case AppendAudit(event=e):
-                out.events.append(await self._append_audit(db, e))
+                out.events.append(self._append_audit(db, e, heads))
+            case PutObject(kind=kind, record=record):
+                doc = record.model_dump(mode="json")
+                try:
+                    db.execute(
+                        "INSERT INTO objects (kind, id, org_id, doc) VALUES (?,?,?,?)",
+                        (kind, doc["id"], doc.get("org_id"), _dumps(doc)),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise StoreError(f"{kind} {doc['id']} already exists") from exc
+            case UpdateObject(kind=kind, object_id=oid, changes=changes):
+                row = db.execute(
+                    "SELECT doc FROM objects WHERE kind = ? AND id = ?", (kind, oid)
+                ).fetchone()
+                if row is None:
+                    raise NotFoundError(f"{kind} {oid} not found")
+                doc = {**json.loads(row[0]), **_jsonable(changes)}
+                db.execute(
+                    "UPDATE objects SET doc = ? WHERE kind = ? AND id = ?", (_dumps(doc), kind, oid)
+                )
+            case AppendCheckpoint(checkpoint=cp):
+                db.execute(
+                    "INSERT INTO audit_checkpoints (org_id, seq, hash, time, signature, key_id)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (cp.org_id, cp.seq, cp.hash, cp.time.isoformat(), cp.signature, cp.key_id),
+                )
 
-    async def _cas_update(
-        self, db: aiosqlite.Connection, table: str, rid: str, version: int, changes: dict[str, Any]
+    def _cas_update(
+        self, db: sqlite3.Connection, table: str, rid: str, version: int, changes: dict[str, Any]
     ) -> Any:
         if _SPENT in changes or "version" in changes or "id" in changes:
             raise StoreError("spent_usd, version and id are not updatable")
-        cursor = await db.execute(
+        row = db.execute(
             f"SELECT doc, version, spent_usd FROM {table} WHERE id = ?", (rid,)
-        )
-        row = await cursor.fetchone()
+        ).fetchone()
         if row is None:
             raise NotFoundError(f"{table[:-1]} {rid} not found")
         if row[1] != version:
@@ -182,50 +299,59 @@ class SqliteStore:
             )
         model = RunnerRecord if table == "runners" else SessionRecord
         record = model.model_validate({**json.loads(row[0]), _SPENT: row[2]})
-        updated = record.model_copy(update={**changes, "version": version + 1})
-        if table == "runners":
-            updated = updated.model_copy(update={"updated_at": utcnow()})
-        updated = model.model_validate(updated.model_dump())  # re-validate the changed fields
+        extra = {"updated_at": utcnow()} if table == "runners" else {}
+        # Re-validate, so a bad change fails here rather than on the next read.
+        updated = model.model_validate(
+            {**record.model_dump(), **changes, **extra, "version": version + 1}
+        )
         doc = updated.model_dump(mode="json", exclude={_SPENT})
-        await db.execute(
+        db.execute(
             f"UPDATE {table} SET doc = ?, version = ? WHERE id = ? AND version = ?",
             (_dumps(doc), version + 1, rid, version),
         )
         return updated
 
-    async def _append_audit(self, db: aiosqlite.Connection, event: AuditEvent) -> AuditEvent:
-        cursor = await db.execute(
-            "SELECT seq, hash FROM audit_events WHERE org_id = ? ORDER BY seq DESC LIMIT 1",
-            (event.org_id,),
-        )
-        last = await cursor.fetchone()
-        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    def _append_audit(
+        self, db: sqlite3.Connection, event: AuditEvent, heads: dict[str, tuple[int, str]]
+    ) -> AuditEvent:
+        head = heads.get(event.org_id)
+        if head is None:
+            head = self._head_sync(event.org_id)
+        seq, prev = head[0] + 1, head[1]
         linked = event.model_copy(update={"seq": seq, "prev_hash": prev, "hash": ""})
         linked = linked.model_copy(update={"hash": chain_hash(linked)})
-        await db.execute(
-            "INSERT INTO audit_events (org_id, seq, time, actor, type, runner_id, session_id,"
-            " data, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        db.execute(
+            f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 linked.org_id,
                 seq,
-                linked.time.isoformat(),
+                format_time(linked.time),
                 linked.actor,
                 linked.type,
                 linked.runner_id,
                 linked.session_id,
-                _dumps(linked.data),
+                canonical_data(linked.data),
                 prev,
                 linked.hash,
             ),
         )
+        heads[event.org_id] = (seq, linked.hash)
         return linked
+
+    def _head_sync(self, org_id: str) -> tuple[int, str]:
+        row = self._db.execute(
+            "SELECT seq, hash FROM audit_events WHERE org_id = ? ORDER BY seq DESC LIMIT 1",
+            (org_id,),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
     # --- reads --------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        async with self._lock:
-            cursor = await self.db.execute(sql, args)
-            return list(await cursor.fetchall())
+        def run() -> list[Any]:
+            return list(self._db.execute(sql, args).fetchall())
+
+        return await self._run(run)
 
     async def get_runner(self, runner_id: str) -> RunnerRecord | None:
         rows = await self._fetch("SELECT doc, spent_usd FROM runners WHERE id = ?", (runner_id,))
@@ -253,15 +379,36 @@ class SqliteStore:
         return SessionRecord.model_validate({**json.loads(rows[0][0]), _SPENT: rows[0][1]})
 
     async def list_llm_calls(
-        self, *, session_id: str | None = None, runner_id: str | None = None
+        self,
+        *,
+        session_id: str | None = None,
+        runner_id: str | None = None,
+        org_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[LlmCallRecord]:
-        if session_id is not None:
-            sql, arg = "SELECT doc FROM llm_calls WHERE session_id = ?", session_id
-        elif runner_id is not None:
-            sql, arg = "SELECT doc FROM llm_calls WHERE runner_id = ?", runner_id
-        else:
-            raise StoreError("list_llm_calls needs session_id or runner_id")
-        rows = await self._fetch(sql + " ORDER BY created_at, rowid", (arg,))
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (
+            ("session_id", session_id),
+            ("runner_id", runner_id),
+            ("org_id", org_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if not where:
+            raise StoreError("list_llm_calls needs session_id, runner_id or org_id")
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since.isoformat())
+        if until is not None:
+            where.append("created_at < ?")
+            args.append(until.isoformat())
+        rows = await self._fetch(
+            f"SELECT doc FROM llm_calls WHERE {' AND '.join(where)} ORDER BY created_at, rowid",
+            tuple(args),
+        )
         return [LlmCallRecord.model_validate_json(r[0]) for r in rows]
 
     async def list_audit(
@@ -272,35 +419,88 @@ class SqliteStore:
         session_id: str | None = None,
         after_seq: int = 0,
         limit: int = 1000,
+        query: AuditQuery | None = None,
     ) -> list[AuditEvent]:
-        sql = (
-            "SELECT org_id, seq, time, actor, type, runner_id, session_id, data, prev_hash, hash"
-            " FROM audit_events WHERE org_id = ? AND seq > ?"
+        q = query or AuditQuery(
+            runner_id=runner_id, session_id=session_id, after_seq=after_seq, limit=limit
         )
-        args: list[Any] = [org_id, after_seq]
-        if runner_id is not None:
+        return [_event(r) for r in await self._audit_rows(org_id, q)]
+
+    async def audit_rows(self, org_id: str, *, after_seq: int, limit: int) -> list[AuditRow]:
+        return await self._audit_rows(org_id, AuditQuery(after_seq=after_seq, limit=limit))
+
+    async def _audit_rows(self, org_id: str, q: AuditQuery) -> list[AuditRow]:
+        sql = f"SELECT {_AUDIT_COLUMNS} FROM audit_events WHERE org_id = ? AND seq > ?"
+        args: list[Any] = [org_id, q.after_seq]
+        if q.runner_id is not None:
             sql += " AND runner_id = ?"
-            args.append(runner_id)
-        if session_id is not None:
+            args.append(q.runner_id)
+        if q.session_id is not None:
             sql += " AND session_id = ?"
-            args.append(session_id)
-        rows = await self._fetch(sql + " ORDER BY seq LIMIT ?", (*args, limit))
+            args.append(q.session_id)
+        if q.types:
+            sql += f" AND type IN ({','.join('?' * len(q.types))})"
+            args.extend(q.types)
+        if q.since is not None:
+            sql += " AND time >= ?"
+            args.append(format_time(q.since))
+        if q.until is not None:
+            sql += " AND time < ?"
+            args.append(format_time(q.until))
+        rows = await self._fetch(sql + " ORDER BY seq LIMIT ?", (*args, q.limit))
+        return [AuditRow(*r) for r in rows]
+
+    async def audit_head(self, org_id: str) -> tuple[int, str]:
+        return await self._run(self._head_sync, org_id)
+
+    async def list_checkpoints(self, org_id: str) -> list[AuditCheckpoint]:
+        rows = await self._fetch(
+            "SELECT org_id, seq, hash, time, signature, key_id FROM audit_checkpoints"
+            " WHERE org_id = ? ORDER BY seq",
+            (org_id,),
+        )
         return [
-            AuditEvent(
-                org_id=r[0],
-                seq=r[1],
-                time=r[2],
-                actor=r[3],
-                type=r[4],
-                runner_id=r[5],
-                session_id=r[6],
-                data=json.loads(r[7]),
-                prev_hash=r[8],
-                hash=r[9],
-            )
+            AuditCheckpoint(r[0], r[1], r[2], datetime.fromisoformat(r[3]), r[4], r[5])
             for r in rows
         ]
+
+    async def get_object(self, kind: ObjectKind, object_id: str) -> dict[str, Any] | None:
+        rows = await self._fetch(
+            "SELECT doc FROM objects WHERE kind = ? AND id = ?", (kind, object_id)
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    async def list_objects(self, kind: ObjectKind, org_id: str | None) -> list[dict[str, Any]]:
+        if org_id is None:
+            rows = await self._fetch(
+                "SELECT doc FROM objects WHERE kind = ? ORDER BY rowid", (kind,)
+            )
+        else:
+            rows = await self._fetch(
+                "SELECT doc FROM objects WHERE kind = ? AND org_id = ? ORDER BY rowid",
+                (kind, org_id),
+            )
+        return [json.loads(r[0]) for r in rows]
+
+
+def _event(row: AuditRow) -> AuditEvent:
+    return AuditEvent(
+        org_id=row.org_id,
+        seq=row.seq,
+        time=datetime.fromisoformat(row.time),
+        actor=row.actor,
+        type=row.type,
+        runner_id=row.runner_id,
+        session_id=row.session_id,
+        data=json.loads(row.data),
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
 
 
 def _runner(row: Any) -> RunnerRecord:
     return RunnerRecord.model_validate({**json.loads(row[0]), _SPENT: row[1]})
+
+
+def _jsonable(changes: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in changes.items()}

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
+from pydantic import BaseModel
+
+from ._audit import AuditRow
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord
 
 __all__ = [
     "AppendAudit",
+    "AppendCheckpoint",
+    "AuditCheckpoint",
+    "AuditQuery",
+    "ObjectKind",
+    "PutObject",
+    "UpdateObject",
     "InsertRunner",
     "InsertSession",
     "Operation",
@@ -62,8 +72,65 @@ class AppendAudit:
     event: AuditEvent
 
 
+ObjectKind = Literal["org", "team", "user", "api_key", "org_gateway"]
+
+
+@dataclass(frozen=True)
+class PutObject:
+    """Insert a tenancy object (org, team, user, API key); its id must be new."""
+
+    kind: ObjectKind
+    record: BaseModel
+
+
+@dataclass(frozen=True)
+class UpdateObject:
+    kind: ObjectKind
+    object_id: str
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AuditCheckpoint:
+    """A signed statement of an org's chain head: `signature` = Ed25519 over
+    `f"{org_id}:{seq}:{hash}"`, hex; `key_id` names the verifying key."""
+
+    org_id: str
+    seq: int
+    hash: str
+    time: datetime
+    signature: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class AppendCheckpoint:
+    checkpoint: AuditCheckpoint
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters for `Store.list_audit`; events come in seq order, after `after_seq`."""
+
+    runner_id: str | None = None
+    session_id: str | None = None
+    types: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int = 0
+    limit: int = 1000
+
+
 Operation = (
-    InsertRunner | UpdateRunner | InsertSession | UpdateSession | RecordLlmCall | AppendAudit
+    InsertRunner
+    | UpdateRunner
+    | InsertSession
+    | UpdateSession
+    | RecordLlmCall
+    | AppendAudit
+    | PutObject
+    | UpdateObject
+    | AppendCheckpoint
 )
 
 
@@ -92,8 +159,16 @@ class Store(Protocol):
     async def get_session(self, session_id: str) -> SessionRecord | None: ...
 
     async def list_llm_calls(
-        self, *, session_id: str | None = None, runner_id: str | None = None
-    ) -> list[LlmCallRecord]: ...
+        self,
+        *,
+        session_id: str | None = None,
+        runner_id: str | None = None,
+        org_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[LlmCallRecord]:
+        """Calls in time order; at least one of session_id, runner_id, org_id is required."""
+        ...
 
     async def list_audit(
         self,
@@ -103,4 +178,21 @@ class Store(Protocol):
         session_id: str | None = None,
         after_seq: int = 0,
         limit: int = 1000,
-    ) -> list[AuditEvent]: ...
+        query: AuditQuery | None = None,
+    ) -> list[AuditEvent]:
+        """An org's events in seq order. `query`, when given, replaces the keyword filters."""
+        ...
+
+    async def audit_rows(self, org_id: str, *, after_seq: int, limit: int) -> list[AuditRow]:
+        """Raw events in seq order, as stored (for fast verification and export)."""
+        ...
+
+    async def audit_head(self, org_id: str) -> tuple[int, str]:
+        """(seq, hash) of the org's newest event; (0, GENESIS_HASH) for an empty chain."""
+        ...
+
+    async def list_checkpoints(self, org_id: str) -> list[AuditCheckpoint]: ...
+
+    async def get_object(self, kind: ObjectKind, object_id: str) -> dict[str, Any] | None: ...
+
+    async def list_objects(self, kind: ObjectKind, org_id: str | None) -> list[dict[str, Any]]: ...
