@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,12 +10,12 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from paddock_core import PaddockError, load_policies, open_store
+from paddock_core import CheckpointSigner, PaddockError, Store, load_policies, open_store
 
 from .api.errors import install_error_handlers
-from .api.routes import runners, sessions
+from .api.routes import audit, runners, sessions, tenancy
 from .backends import RunnerBackend
-from .services import RunnerService, SessionService
+from .services import AuditService, RunnerService, SessionService, TenancyService
 from .settings import ControlPlaneSettings
 
 __all__ = ["create_app"]
@@ -38,6 +39,17 @@ async def _default_backend(settings: ControlPlaneSettings) -> RunnerBackend:
     return backend
 
 
+async def _checkpoint_periodically(store: Store, audit: AuditService, interval_s: float) -> None:
+    """Sign every org's audit head every `interval_s` seconds (when it moved)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        for org in await store.list_objects("org", None):
+            try:
+                await audit.checkpoint(org["id"])
+            except PaddockError:
+                logger.exception("audit checkpoint of org %s failed", org["id"])
+
+
 def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None = None) -> FastAPI:
     """The control-plane app. `backend` is injected by tests; by default it follows settings."""
     if settings.admin_key is None:
@@ -53,8 +65,23 @@ def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None 
         runner_service = RunnerService(
             settings=settings, store=store, backend=runner_backend, policies=policies
         )
+        tenancy_service = TenancyService(store=store, settings=settings)
+        await tenancy_service.ensure_bootstrap_org()
+        signing_key = settings.audit_signing_key
+        audit_service = AuditService(
+            store=store,
+            signer=CheckpointSigner.from_setting(
+                signing_key.get_secret_value() if signing_key else None,
+                fallback_secret=settings.secret_key.get_secret_value(),
+            ),
+        )
+        checkpoints = asyncio.get_running_loop().create_task(
+            _checkpoint_periodically(store, audit_service, settings.checkpoint_interval_s)
+        )
         app.state.settings = settings
         app.state.store = store
+        app.state.tenancy = tenancy_service
+        app.state.audit = audit_service
         app.state.runners = runner_service
         app.state.sessions = SessionService(
             store=store,
@@ -66,6 +93,8 @@ def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None 
         try:
             yield
         finally:
+            checkpoints.cancel()
+            await asyncio.gather(checkpoints, return_exceptions=True)
             await runner_service.shutdown()
             await http.aclose()
             if backend is None:
@@ -81,6 +110,8 @@ def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None 
     install_error_handlers(app)
     app.include_router(runners.router)
     app.include_router(sessions.router)
+    app.include_router(tenancy.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -32,3 +32,6 @@ class ControlPlaneSettings(CoreSettings):
     ready_timeout_s: float = Field(180.0, gt=0, description="provisioning → ready, seconds")
     probe_interval_s: float = Field(0.25, gt=0)
     message_timeout_s: float = Field(600.0, gt=0, description="one agent turn, seconds")
+    checkpoint_interval_s: float = Field(
+        300.0, gt=0, description="how often each org's audit head is signed, seconds"
+    )

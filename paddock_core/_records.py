@@ -48,6 +48,10 @@ class RunnerRecord(_Record):
     backend_ref: dict[str, Any] = Field(default_factory=dict)
     failure_code: str | None = None
     failure_message: str | None = None
+    created_by: str | None = None
+    """The actor (key) that created the runner; its LLM spend is attributed to its team/user."""
+    team_id: str | None = None
+    user_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     deleted: bool = False

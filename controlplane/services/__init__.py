@@ -1,13 +1,20 @@
 """Services: the control plane's behaviour, free of HTTP. Routes call these."""
 
+from .audit import SPEND_GROUPS, AuditService, SpendGroup, VerifyResult
 from .runners import Principal, RunnerRequest, RunnerService
 from .sessions import MessageEvent, SessionService, SpendReport
+from .tenancy import TenancyService
 
 __all__ = [
+    "SPEND_GROUPS",
+    "AuditService",
     "MessageEvent",
     "Principal",
     "RunnerRequest",
     "RunnerService",
     "SessionService",
+    "SpendGroup",
     "SpendReport",
+    "TenancyService",
+    "VerifyResult",
 ]

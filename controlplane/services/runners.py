@@ -25,6 +25,7 @@ from paddock_core import (
     Operation,
     PaddockError,
     Policies,
+    Role,
     RunnerRecord,
     Store,
     UpdateRunner,
@@ -48,11 +49,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the org every query is scoped to, and the actor the audit names."""
+    """Who is calling: the org every query is scoped to, and the actor the audit names.
+
+    `platform` marks the bootstrap admin key, which may also create orgs."""
 
     org_id: str
     actor: str
-    role: str = "admin"
+    role: Role = Role.ADMIN
+    key_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
+    platform: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,9 @@ class RunnerService:
             budget_usd=req.budget_usd,
             token_hash=hash_token(token),
             backend=self._backend.name,
+            created_by=who.actor,
+            team_id=who.team_id,
+            user_id=who.user_id,
         )
         created = AuditEvent(
             org_id=who.org_id,

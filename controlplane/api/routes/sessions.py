@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from ...services import MessageEvent
-from ..deps import CurrentPrincipal, Sessions
+from ..deps import Operator, Reader, Sessions
 from ..errors import error_body
 from ..schemas import LlmCallPublic, MessageCreate, SessionPublic, SpendPublic
 
@@ -18,19 +18,17 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.get("/{session_id}")
-async def get_session(session_id: str, who: CurrentPrincipal, sessions: Sessions) -> SessionPublic:
+async def get_session(session_id: str, who: Reader, sessions: Sessions) -> SessionPublic:
     return SessionPublic.of(await sessions.get(who, session_id))
 
 
 @router.post("/{session_id}/close")
-async def close_session(
-    session_id: str, who: CurrentPrincipal, sessions: Sessions
-) -> SessionPublic:
+async def close_session(session_id: str, who: Operator, sessions: Sessions) -> SessionPublic:
     return SessionPublic.of(await sessions.close(who, session_id))
 
 
 @router.get("/{session_id}/spend")
-async def session_spend(session_id: str, who: CurrentPrincipal, sessions: Sessions) -> SpendPublic:
+async def session_spend(session_id: str, who: Reader, sessions: Sessions) -> SpendPublic:
     report = await sessions.spend(who, session_id)
     calls = [LlmCallPublic.of(c) for c in report.calls]
     return SpendPublic(session_id=session_id, totals=report.totals(), calls=calls)
@@ -40,7 +38,7 @@ async def session_spend(session_id: str, who: CurrentPrincipal, sessions: Sessio
 async def send_message(
     session_id: str,
     body: MessageCreate,
-    who: CurrentPrincipal,
+    who: Operator,
     sessions: Sessions,
     accept: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse | JSONResponse:
