@@ -331,3 +331,163 @@ def sessions_spend(session_id: str, url: str) -> None:
 @_url_option
 def sessions_close(session_id: str, url: str) -> None:
     _print(_Api(url).call("POST", f"/v1/sessions/{session_id}/close"))
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Verify, export and query the audit trail."""
+
+
+@audit.command("verify")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="verify an exported JSONL file offline instead of asking the server",
+)
+@click.option(
+    "--checkpoints",
+    "cp_path",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="with --file: the signed checkpoints (GET /v1/audit/checkpoints)",
+)
+@_url_option
+def audit_verify(path: str | None, cp_path: str | None, url: str) -> None:
+    """Recompute the hash chain; report the first broken record. Exit 1 when broken."""
+    if path is None:
+        report = _Api(url).call("GET", "/v1/audit/verify")
+    else:
+        report = _verify_file(Path(path), Path(cp_path) if cp_path else None)
+    _print(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _verify_file(path: Path, cp_path: Path | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from paddock_core import AuditRow, ChainVerifier, verify_checkpoint_signature
+
+    verifier = ChainVerifier()
+    hashes: dict[int, str] = {}
+    org_id = ""
+    with path.open() as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = AuditRow.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise click.ClickException(f"{path}:{number}: not an audit event: {exc}") from exc
+            org_id = row.org_id
+            if not verifier.feed(row):
+                break
+            hashes[row.seq] = row.hash
+    report: dict[str, Any] = asdict(verifier.report())
+    if cp_path is not None:
+        doc = json.loads(cp_path.read_text())
+        checked = 0
+        for cp in doc["checkpoints"]:
+            if not verify_checkpoint_signature(
+                doc["public_key"], org_id, cp["seq"], cp["hash"], cp["signature"]
+            ):
+                problem = f"checkpoint at seq {cp['seq']} has an invalid signature"
+            elif hashes.get(cp["seq"]) != cp["hash"]:
+                problem = f"the chain at seq {cp['seq']} differs from the signed checkpoint"
+            else:
+                checked += 1
+                continue
+            report.update(
+                ok=False, problem=report["problem"] or "checkpoint_mismatch", detail=problem
+            )
+            break
+        report["checkpoints_checked"] = checked
+    return report
+
+
+@audit.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True)
+@_url_option
+def audit_export(output: str, url: str) -> None:
+    """Write the org's whole chain as JSONL (streamed)."""
+    api = _Api(url)
+    count = 0
+    with api.client.stream("GET", "/v1/audit/export") as response, open(output, "wb") as out:
+        if response.status_code >= 400:
+            response.read()
+            raise click.ClickException(f"{response.status_code}: {response.text[:300]}")
+        for chunk in response.iter_bytes():
+            out.write(chunk)
+            count += chunk.count(b"\n")
+    click.echo(f"wrote {count} events to {output}")
+
+
+@audit.command("checkpoints")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None)
+@_url_option
+def audit_checkpoints(output: str | None, url: str) -> None:
+    """The signed checkpoints and the public key that verifies them."""
+    doc = _Api(url).call("GET", "/v1/audit/checkpoints")
+    if output:
+        Path(output).write_text(json.dumps(doc, indent=2, default=str))
+        click.echo(f"wrote {len(doc['checkpoints'])} checkpoints to {output}")
+    else:
+        _print(doc)
+
+
+# --- keys ----------------------------------------------------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """API keys: create (shown once), list, revoke."""
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option(
+    "--role", type=click.Choice(["admin", "operator", "viewer", "gateway"]), required=True
+)
+@click.option("--team", "team_id", default=None)
+@click.option("--user", "user_id", default=None)
+@click.option("--expires-in", "expires_in_s", type=float, default=None, help="seconds")
+@click.option("--org", "org_id", default=None, help="platform admin: a key for another org")
+@_url_option
+def keys_create(
+    name: str,
+    role: str,
+    team_id: str | None,
+    user_id: str | None,
+    expires_in_s: float | None,
+    org_id: str | None,
+    url: str,
+) -> None:
+    body = {
+        "name": name,
+        "role": role,
+        "team_id": team_id,
+        "user_id": user_id,
+        "expires_in_s": expires_in_s,
+        "org_id": org_id,
+    }
+    _print(_Api(url).call("POST", "/v1/keys", {k: v for k, v in body.items() if v is not None}))
+
+
+@keys.command("list")
+@_url_option
+def keys_list(url: str) -> None:
+    for k in _Api(url).call("GET", "/v1/keys")["keys"]:
+        state = "revoked" if k["revoked_at"] else "active"
+        click.echo(f"{k['id']}  {k['role']:<9} {state:<8} {k['name']}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@_url_option
+def keys_revoke(key_id: str, url: str) -> None:
+    _print(_Api(url).call("POST", f"/v1/keys/{key_id}/revoke"))

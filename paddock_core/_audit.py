@@ -96,6 +96,22 @@ class AuditRow(NamedTuple):
     hash: str
 
     @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> AuditRow:
+        """A row from one line of an export (`data` as an object)."""
+        return cls(
+            obj["org_id"],
+            int(obj["seq"]),
+            obj["time"],
+            obj["actor"],
+            obj["type"],
+            obj.get("runner_id"),
+            obj.get("session_id"),
+            canonical_data(obj["data"]),
+            obj["prev_hash"],
+            obj["hash"],
+        )
+
+    @classmethod
     def of(cls, event: AuditEvent) -> AuditRow:
         return cls(
             event.org_id,

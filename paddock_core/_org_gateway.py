@@ -61,9 +61,7 @@ def _aead(secret_key: str, org_id: str) -> AESGCM:
 def seal_provider_key(secret_key: str, org_id: str, provider: str, key: str) -> str:
     """The sealed form of an org's provider key, safe to store."""
     nonce = os.urandom(_NONCE)
-    sealed = _aead(secret_key, org_id).encrypt(
-        nonce, key.encode(), f"{org_id}:{provider}".encode()
-    )
+    sealed = _aead(secret_key, org_id).encrypt(nonce, key.encode(), f"{org_id}:{provider}".encode())
     return _VERSION + base64.urlsafe_b64encode(nonce + sealed).decode()
 
 

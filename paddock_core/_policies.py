@@ -70,7 +70,9 @@ class ProviderSpec(_Frozen):
     key_env: str | None = None
     title: str | None = None
     """Human name, e.g. `Google Gemini`."""
-    endpoints: tuple[Literal["chat", "responses", "embeddings", "messages", "count_tokens"], ...] = ()
+    endpoints: tuple[
+        Literal["chat", "responses", "embeddings", "messages", "count_tokens"], ...
+    ] = ()
     """APIs the provider serves; empty = its protocol's default (chat, or messages+count_tokens)."""
     price_provider: str | None = None
     """The provider's id in the `genai-prices` data, when it differs from `name`."""

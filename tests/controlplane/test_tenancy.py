@@ -60,15 +60,22 @@ def populate(org: Org) -> dict[str, str]:
     sid = api.post(f"/v1/runners/{rid}/sessions", json={}).json()["id"]
     team = api.post("/v1/teams", json={"name": "t"}).json()["id"]
     key_id = api.post("/v1/keys", json={"name": "k", "role": "viewer"}).json()["id"]
-    return {"runner_id": rid, "session_id": sid, "team_id": team, "key_id": key_id,
-            "org_id": org.id}
+    return {
+        "runner_id": rid,
+        "session_id": sid,
+        "team_id": team,
+        "key_id": key_id,
+        "org_id": org.id,
+    }
 
 
 def test_every_route_hides_other_orgs_objects(platform: str) -> None:
     a, b = new_org(platform, "a"), new_org(platform, "b")
     ids = populate(a)
-    bodies = {"/v1/runners/{runner_id}/sessions": {}, "/v1/sessions/{session_id}/messages":
-              {"content": "hi"}}
+    bodies = {
+        "/v1/runners/{runner_id}/sessions": {},
+        "/v1/sessions/{session_id}/messages": {"content": "hi"},
+    }
     schema = create_app(ControlPlaneSettings(admin_key="x"), backend=FakeBackend()).openapi()
     checked = 0
     for template, operations in schema["paths"].items():
@@ -83,11 +90,16 @@ def test_every_route_hides_other_orgs_objects(platform: str) -> None:
     assert b.admin.get("/v1/runners").json()["runners"] == []
     assert b.admin.get("/v1/teams").json()["teams"] == []
     assert ids["key_id"] not in str(b.admin.get("/v1/keys").json())
-    assert all(e["runner_id"] != ids["runner_id"] for e in b.admin.get("/v1/audit").json()["events"])
+    assert all(
+        e["runner_id"] != ids["runner_id"] for e in b.admin.get("/v1/audit").json()["events"]
+    )
     assert b.admin.get("/v1/spend").json()["calls"] == 0
     assert a.admin.get(f"/v1/runners/{ids['runner_id']}").json()["state"] == "running"
     # B cannot create keys in A, nor create orgs.
-    assert b.admin.post("/v1/keys", json={"name": "x", "role": "admin", "org_id": a.id}).status_code == 404
+    assert (
+        b.admin.post("/v1/keys", json={"name": "x", "role": "admin", "org_id": a.id}).status_code
+        == 404
+    )
     assert b.admin.post("/v1/orgs", json={"name": "c"}).status_code == 403
 
 
