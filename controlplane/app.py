@@ -6,16 +6,32 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import httpx
 from fastapi import FastAPI
 
-from paddock_core import CheckpointSigner, PaddockError, Store, load_policies, open_store
+from paddock_core import (
+    CheckpointSigner,
+    Notifier,
+    NotifyingStore,
+    PaddockError,
+    Store,
+    load_policies,
+    make_notifier,
+    open_store,
+)
 
 from .api.errors import install_error_handlers
-from .api.routes import audit, runners, sessions, tenancy
+from .api.routes import audit, follow, runners, sessions, tenancy
 from .backends import RunnerBackend
-from .services import AuditService, RunnerService, SessionService, TenancyService
+from .services import (
+    AuditService,
+    FollowService,
+    RunnerService,
+    SessionService,
+    TenancyService,
+)
 from .settings import ControlPlaneSettings
 
 __all__ = ["create_app"]
@@ -50,16 +66,24 @@ async def _checkpoint_periodically(store: Store, audit: AuditService, interval_s
                 logger.exception("audit checkpoint of org %s failed", org["id"])
 
 
-def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None = None) -> FastAPI:
-    """The control-plane app. `backend` is injected by tests; by default it follows settings."""
+def create_app(
+    settings: ControlPlaneSettings,
+    *,
+    backend: RunnerBackend | None = None,
+    notifier: Notifier | None = None,
+) -> FastAPI:
+    """The control-plane app. `backend` and `notifier` may be injected (tests, `paddock serve`
+    shares one notifier between the apps of a process); by default they follow settings."""
     if settings.admin_key is None:
         raise PaddockError("PADDOCK_ADMIN_KEY must be set (the CLI generates one if missing)")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = load_policies(settings.policies_dir)
-        store = open_store(settings.resolved_database_url())
-        await store.open()
+        raw_store = open_store(settings.resolved_database_url())
+        await raw_store.open()
+        events_notifier = notifier or make_notifier(settings.redis_url)
+        store = cast(Store, NotifyingStore(raw_store, events_notifier))
         runner_backend = backend or await _default_backend(settings)
         http = httpx.AsyncClient()
         runner_service = RunnerService(
@@ -82,6 +106,12 @@ def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None 
         app.state.store = store
         app.state.tenancy = tenancy_service
         app.state.audit = audit_service
+        app.state.follow = FollowService(
+            store=store,
+            notifier=events_notifier,
+            poll_s=settings.follow_poll_s,
+            heartbeat_s=settings.follow_heartbeat_s,
+        )
         app.state.runners = runner_service
         app.state.sessions = SessionService(
             store=store,
@@ -99,7 +129,9 @@ def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None 
             await http.aclose()
             if backend is None:
                 await runner_backend.close()
-            await store.close()
+            await raw_store.close()
+            if notifier is None:
+                await events_notifier.close()
 
     app = FastAPI(
         title="Paddock control plane",
@@ -112,6 +144,7 @@ def create_app(settings: ControlPlaneSettings, *, backend: RunnerBackend | None 
     app.include_router(sessions.router)
     app.include_router(tenancy.router)
     app.include_router(audit.router)
+    app.include_router(follow.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -32,6 +32,10 @@ class ControlPlaneSettings(CoreSettings):
     ready_timeout_s: float = Field(180.0, gt=0, description="provisioning → ready, seconds")
     probe_interval_s: float = Field(0.25, gt=0)
     message_timeout_s: float = Field(600.0, gt=0, description="one agent turn, seconds")
+    follow_poll_s: float = Field(
+        1.0, gt=0, description="followers re-read the store at least this often, seconds"
+    )
+    follow_heartbeat_s: float = Field(15.0, gt=0, description="SSE keepalive interval, seconds")
     checkpoint_interval_s: float = Field(
         300.0, gt=0, description="how often each org's audit head is signed, seconds"
     )

@@ -280,6 +280,54 @@ def runners_events(runner_id: str, url: str) -> None:
         )
 
 
+@runners.command("follow")
+@click.argument("runner_id")
+@click.option("--from-start/--from-now", default=True, help="replay the runner's history first")
+@_url_option
+def runners_follow(runner_id: str, from_start: bool, url: str) -> None:
+    """Show a runner's audit events and LLM spend live (Ctrl-C to stop; resumes on drops)."""
+    api = _Api(url)
+    last = 0
+    if not from_start:
+        events = api.call("GET", f"/v1/runners/{runner_id}/events", None)["events"]
+        last = events[-1]["seq"] if events else 0
+    spent = 0.0
+    while True:
+        try:
+            with api.client.stream(
+                "GET",
+                f"/v1/runners/{runner_id}/events/stream",
+                headers={"Last-Event-ID": str(last)},
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise click.ClickException(f"{response.status_code}: {response.text[:300]}")
+                for line in response.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    event = json.loads(line[6:])
+                    last = event["seq"]
+                    data = event["data"]
+                    if event["type"] == "llm.call":
+                        spent += float(data.get("cost_usd") or 0)
+                        detail = (
+                            f"{data.get('model')} {data.get('prompt_tokens')}+"
+                            f"{data.get('completion_tokens')} tok ${data.get('cost_usd'):.6f}"
+                            f"  (runner total ${spent:.6f})"
+                        )
+                    elif event["type"] == "runner.state_changed":
+                        detail = f"{data.get('from')} -> {data.get('to')} ({data.get('reason')})"
+                    else:
+                        detail = json.dumps(data)
+                    click.echo(
+                        f"{event['seq']:>6} {event['time'][11:23]} {event['type']:<22} {detail}"
+                    )
+        except httpx.TransportError:
+            time.sleep(1)  # dropped: reconnect from the last seq seen
+        except KeyboardInterrupt:
+            return
+
+
 @main.group()
 def sessions() -> None:
     """Open sessions on runners, send messages, follow spend."""

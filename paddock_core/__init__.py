@@ -28,6 +28,7 @@ from ._errors import (
     VersionConflictError,
 )
 from ._keys import API_KEY_PREFIX, authenticate_api_key, mint_api_key
+from ._notify import LocalNotifier, Notifier, NotifyingStore, RedisNotifier, make_notifier
 from ._org_gateway import OrgGatewayRecord, open_provider_key, seal_provider_key
 from ._policies import ModelPrice, Policies, Profile, ProviderSpec, SandboxLevel, load_policies
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, new_id, utcnow
@@ -77,8 +78,11 @@ __all__ = [
     "InsertSession",
     "InvalidRequestError",
     "LlmCallRecord",
+    "LocalNotifier",
     "ModelPrice",
     "NotFoundError",
+    "Notifier",
+    "NotifyingStore",
     "ObjectKind",
     "OrgGatewayRecord",
     "Operation",
@@ -90,6 +94,7 @@ __all__ = [
     "ProviderSpec",
     "PutObject",
     "RecordLlmCall",
+    "RedisNotifier",
     "Role",
     "RunnerRecord",
     "SandboxLevel",
@@ -114,6 +119,7 @@ __all__ = [
     "hash_token",
     "key_fingerprint",
     "load_policies",
+    "make_notifier",
     "mint_api_key",
     "mint_token",
     "seal_provider_key",

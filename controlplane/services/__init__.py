@@ -1,6 +1,7 @@
 """Services: the control plane's behaviour, free of HTTP. Routes call these."""
 
 from .audit import SPEND_GROUPS, AuditService, SpendGroup, VerifyResult
+from .follow import FollowService, SpendTotals
 from .runners import Principal, RunnerRequest, RunnerService
 from .sessions import MessageEvent, SessionService, SpendReport
 from .tenancy import TenancyService
@@ -8,6 +9,7 @@ from .tenancy import TenancyService
 __all__ = [
     "SPEND_GROUPS",
     "AuditService",
+    "FollowService",
     "MessageEvent",
     "Principal",
     "RunnerRequest",
@@ -15,6 +17,7 @@ __all__ = [
     "SessionService",
     "SpendGroup",
     "SpendReport",
+    "SpendTotals",
     "TenancyService",
     "VerifyResult",
 ]
