@@ -133,7 +133,12 @@ __all__ = [
 
 
 def open_store(url: str) -> Store:
-    """The store for a database URL (not yet opened)."""
+    """The store for a database URL (not yet opened): `sqlite:///path`, or `mongodb://` and
+    `mongodb+srv://` (database from the URL's path, `paddock` by default; a replica set)."""
     if url.startswith("sqlite:///"):
         return SqliteStore.from_url(url)
+    if url.startswith(("mongodb://", "mongodb+srv://")):
+        from ._mongo import MongoStore  # here: importing pymongo costs SQLite users ~0.2 s
+
+        return MongoStore.from_url(url)
     raise StoreError(f"unsupported database URL scheme: {url.split(':', 1)[0]!r}")

@@ -3,7 +3,8 @@
 One connection lives on one dedicated thread; every call hops to it once. Writes go through a
 group commit: batches that arrive while a transaction is being written are applied together in
 the next one, each inside its own SAVEPOINT (a batch that fails, e.g. a lost compare-and-set,
-rolls back alone), and every caller is answered only after COMMIT, so an audit event is
+rolls back alone; batches of audit appends alone need none, and their rows go in together by
+one executemany), and every caller is answered only after COMMIT, so an audit event is
 durable before the API call that caused it answers.
 
 Several processes may share the file (control plane and gateway under docker-compose): each
@@ -22,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._audit import GENESIS_HASH, AuditRow, canonical_data, chain_hash, format_time
+from ._audit import GENESIS_HASH, AuditRow, format_time, link
 from ._errors import NotFoundError, StoreError, VersionConflictError
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, utcnow
 from ._store import (
@@ -154,9 +155,11 @@ class SqliteStore:
         self._pending.append((list(ops), future))
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._drain())
-        # Shielded: a caller that goes away does not take its batch out of a transaction
-        # that may already be committing.
-        return await asyncio.shield(future)
+        # A caller that goes away does not take its batch out of a transaction that may
+        # already be committing: once queued, a batch is applied with its group, and the
+        # cancelled future is only skipped when the answers go out. (No asyncio.shield: it
+        # would add a future and a callback per batch for the same behaviour.)
+        return await future
 
     async def _drain(self) -> None:
         while self._pending:
@@ -177,10 +180,31 @@ class SqliteStore:
         db = self._db
         heads: dict[str, tuple[int, str]] = {}
         outcomes: list[BatchResult | BaseException] = []
+        # Rows of batches made only of AppendAudit: linked at once, inserted by one executemany
+        # before the next other batch and before COMMIT. Such a batch writes nothing else, and
+        # its rows cannot collide (this transaction holds the write lock and read the heads), so
+        # it needs no SAVEPOINT; if the insert still fails, the whole group fails.
+        rows: list[AuditRow] = []
         db.execute("BEGIN IMMEDIATE")
         try:
             for ops in group:
                 saved = dict(heads)
+                events = [op.event for op in ops if isinstance(op, AppendAudit)]
+                if len(events) == len(ops):
+                    result, mark = BatchResult(), len(rows)
+                    try:
+                        for event in events:
+                            linked, row = self._link(event, heads)
+                            result.events.append(linked)
+                            rows.append(row)
+                    except Exception as exc:
+                        heads = saved
+                        del rows[mark:]
+                        outcomes.append(_store_error(exc))
+                    else:
+                        outcomes.append(result)
+                    continue
+                self._insert_rows(db, rows)
                 db.execute("SAVEPOINT batch")
                 try:
                     result = BatchResult()
@@ -190,10 +214,11 @@ class SqliteStore:
                     db.execute("ROLLBACK TO batch")
                     db.execute("RELEASE batch")
                     heads = saved
-                    outcomes.append(exc)
+                    outcomes.append(_store_error(exc))
                 else:
                     db.execute("RELEASE batch")
                     outcomes.append(result)
+            self._insert_rows(db, rows)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -241,7 +266,7 @@ class SqliteStore:
                         c.org_id,
                         c.runner_id,
                         c.session_id,
-                        c.created_at.isoformat(),
+                        format_time(c.created_at),  # fixed-width UTC: compares as text
                         _dumps(c.model_dump(mode="json")),
                     ),
                 )
@@ -256,7 +281,9 @@ class SqliteStore:
                         (c.cost_usd, c.runner_id),
                     )
             case AppendAudit(event=e):
-                out.events.append(self._append_audit(db, e, heads))
+                linked, row = self._link(e, heads)
+                self._insert_rows(db, [row])
+                out.events.append(linked)
             case PutObject(kind=kind, record=record):
                 doc = record.model_dump(mode="json")
                 try:
@@ -311,32 +338,25 @@ class SqliteStore:
         )
         return updated
 
-    def _append_audit(
-        self, db: sqlite3.Connection, event: AuditEvent, heads: dict[str, tuple[int, str]]
-    ) -> AuditEvent:
+    def _link(
+        self, event: AuditEvent, heads: dict[str, tuple[int, str]]
+    ) -> tuple[AuditEvent, AuditRow]:
+        """Chain `event` after its org's head (read once per transaction) and advance the head."""
         head = heads.get(event.org_id)
         if head is None:
             head = self._head_sync(event.org_id)
-        seq, prev = head[0] + 1, head[1]
-        linked = event.model_copy(update={"seq": seq, "prev_hash": prev, "hash": ""})
-        linked = linked.model_copy(update={"hash": chain_hash(linked)})
-        db.execute(
-            f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                linked.org_id,
-                seq,
-                format_time(linked.time),
-                linked.actor,
-                linked.type,
-                linked.runner_id,
-                linked.session_id,
-                canonical_data(linked.data),
-                prev,
-                linked.hash,
-            ),
-        )
-        heads[event.org_id] = (seq, linked.hash)
-        return linked
+        linked, row = link(event, head[0] + 1, head[1])
+        heads[event.org_id] = (row.seq, row.hash)
+        return linked, row
+
+    @staticmethod
+    def _insert_rows(db: sqlite3.Connection, rows: list[AuditRow]) -> None:
+        """Insert and empty `rows`."""
+        if rows:
+            db.executemany(
+                f"INSERT INTO audit_events ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+            )
+            rows.clear()
 
     def _head_sync(self, org_id: str) -> tuple[int, str]:
         row = self._db.execute(
@@ -401,10 +421,10 @@ class SqliteStore:
             raise StoreError("list_llm_calls needs session_id, runner_id or org_id")
         if since is not None:
             where.append("created_at >= ?")
-            args.append(since.isoformat())
+            args.append(format_time(since))
         if until is not None:
             where.append("created_at < ?")
-            args.append(until.isoformat())
+            args.append(format_time(until))
         rows = await self._fetch(
             f"SELECT doc FROM llm_calls WHERE {' AND '.join(where)} ORDER BY created_at, rowid",
             tuple(args),
@@ -424,7 +444,7 @@ class SqliteStore:
         q = query or AuditQuery(
             runner_id=runner_id, session_id=session_id, after_seq=after_seq, limit=limit
         )
-        return [_event(r) for r in await self._audit_rows(org_id, q)]
+        return [r.to_event() for r in await self._audit_rows(org_id, q)]
 
     async def audit_rows(self, org_id: str, *, after_seq: int, limit: int) -> list[AuditRow]:
         return await self._audit_rows(org_id, AuditQuery(after_seq=after_seq, limit=limit))
@@ -483,19 +503,13 @@ class SqliteStore:
         return [json.loads(r[0]) for r in rows]
 
 
-def _event(row: AuditRow) -> AuditEvent:
-    return AuditEvent(
-        org_id=row.org_id,
-        seq=row.seq,
-        time=datetime.fromisoformat(row.time),
-        actor=row.actor,
-        type=row.type,
-        runner_id=row.runner_id,
-        session_id=row.session_id,
-        data=json.loads(row.data),
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
+def _store_error(exc: Exception) -> Exception:
+    """SQLite's own errors (a duplicate id, say) as StoreError: callers see one error tree."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    refused = StoreError(f"batch refused: {exc}")
+    refused.__cause__ = exc
+    return refused
 
 
 def _runner(row: Any) -> RunnerRecord:
