@@ -1,62 +1,131 @@
 """`create_gateway(settings)`: the governance gateway as an ASGI app.
 
 Nothing happens at import or in the factory; the lifespan loads the policies, opens the store
-and the upstream connection pool, and closes them again on shutdown.
+and the upstream connection pools, and closes them again on shutdown.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING
 
+import httpx
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from paddock_core import load_policies, open_store
 
+from ._cache import MemoryResponseCache, ResponseCache
+from ._calls import STARTED_KEY
+from ._chain import PolicyChain, PolicyCheck, default_checks
 from ._costs import Ledger, Pricing
 from ._errors import install_error_handlers
+from ._metrics import GatewayMetrics
+from ._orgs import OrgSettingsSource, StoredOrgSettings
 from ._proxy import Proxy
+from ._resilience import Breakers
+from ._routes import LLM_ROUTES
 from ._routes import router as routes
-from ._routing import Router
+from ._routing import Router, load_aliases
 from ._settings import GatewaySettings
 from ._state import GatewayState
-
-if TYPE_CHECKING:
-    import httpx
+from ._transport import AiohttpTransport, HttpxTransport, UpstreamTransport
 
 __all__ = ["create_gateway"]
 
 logger = logging.getLogger(__name__)
 
 
+class _Stopwatch:
+    """Notes when each request arrived, before routing and auth (for the overhead figure)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[STARTED_KEY] = time.perf_counter()
+        await self.app(scope, receive, send)
+
+
+def _transport(
+    settings: GatewaySettings, given: UpstreamTransport | httpx.AsyncBaseTransport | None
+) -> UpstreamTransport:
+    if given is None:
+        return AiohttpTransport(
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.upstream_timeout_s,
+            max_connections=settings.max_connections_per_provider,
+        )
+    if isinstance(given, httpx.AsyncBaseTransport):
+        return HttpxTransport(
+            given,
+            connect_timeout_s=settings.connect_timeout_s,
+            read_timeout_s=settings.upstream_timeout_s,
+        )
+    return given
+
+
 def create_gateway(
-    settings: GatewaySettings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: GatewaySettings,
+    *,
+    upstream_transport: UpstreamTransport | httpx.AsyncBaseTransport | None = None,
+    checks: Sequence[PolicyCheck] | None = None,
+    org_settings: OrgSettingsSource | None = None,
+    cache: ResponseCache | None = None,
 ) -> FastAPI:
-    """The gateway app. `upstream_transport` replaces the network to the providers (tests)."""
+    """The gateway app.
+
+    `upstream_transport` replaces the wire to the providers (an `UpstreamTransport`, or any
+    httpx transport such as `httpx.MockTransport` in tests); `checks` is the policy
+    chain, in order (default: the budget check); `org_settings` where orgs' gateway settings
+    come from (default: the store, keys unsealed with `secret_key`); `cache` the response cache
+    (default: in memory).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = load_policies(settings.policies_dir)
+        aliases = load_aliases(settings.policies_dir, settings)
         async with AsyncExitStack() as stack:
             store = open_store(settings.resolved_database_url())
             await store.open()
             stack.push_async_callback(store.close)
-            proxy = Proxy.open(settings, upstream_transport)
+            proxy = Proxy(_transport(settings, upstream_transport))
             stack.push_async_callback(proxy.aclose)
+            metrics = GatewayMetrics()
+            pricing = Pricing(policies)
+            ledger = Ledger(store, pricing, metrics, durable=settings.durable_before_answer)
+            stack.push_async_callback(ledger.drain)  # before the store closes
             app.state.gateway = GatewayState(
                 settings=settings,
                 policies=policies,
                 store=store,
-                router=Router.from_settings(policies, settings, os.environ),
+                router=Router.from_settings(policies, settings, os.environ, aliases),
                 proxy=proxy,
-                ledger=Ledger(store, Pricing(policies)),
+                pricing=pricing,
+                ledger=ledger,
+                chain=PolicyChain(default_checks() if checks is None else checks),
+                orgs=org_settings
+                or StoredOrgSettings(store, settings.secret_key, ttl_s=settings.org_settings_ttl_s),
+                cache=cache
+                or MemoryResponseCache(
+                    max_bytes=settings.cache_max_bytes, ttl_s=settings.cache_ttl_s
+                ),
+                breakers=Breakers(
+                    failures_to_open=settings.breaker_failures,
+                    open_s=settings.breaker_open_s,
+                    on_change=metrics.set_breaker,
+                ),
+                metrics=metrics,
             )
             logger.info(
-                "gateway ready: %d providers, %d priced models",
+                "gateway ready: %d providers, %d aliases, %d locally priced models",
                 len(policies.providers),
+                len(aliases.aliases),
                 len(policies.prices),
             )
             yield
@@ -65,4 +134,6 @@ def create_gateway(
     app = FastAPI(title="Paddock gateway", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(routes)
+    app.router.routes.extend(LLM_ROUTES)
+    app.add_middleware(_Stopwatch)
     return app

@@ -14,7 +14,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from paddock_core import (
+    AppendAudit,
+    AuditEvent,
     AuthenticationError,
+    PaddockError,
     PermissionDeniedError,
     RunnerRecord,
     SessionRecord,
@@ -22,7 +25,7 @@ from paddock_core import (
     key_fingerprint,
 )
 
-from ._state import StateDep
+from ._state import GatewayState, StateDep
 
 __all__ = ["RUNNER_TOKEN_PREFIX", "Caller", "CallerDep", "ServingCallerDep", "authenticate"]
 
@@ -74,9 +77,15 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
         raise AuthenticationError("invalid API key", reason="invalid_api_key")
     if runner.deleted or runner.state not in _LIVE_STATES:
         shown = "deleted" if runner.deleted else runner.state
+        await _audit_refusal(state, request, runner, "runner_not_live")
         raise AuthenticationError(
             f"runner token is no longer valid (runner is {shown})", reason="runner_not_live"
         )
+    # The token works only from the address its backend gave the runner (when it gave one).
+    bound = runner.backend_ref.get("address")
+    if bound and (request.client.host if request.client else None) != bound:
+        await _audit_refusal(state, request, runner, "wrong_source")
+        raise AuthenticationError("runner token used from another address", reason="wrong_source")
 
     session = None
     if runner.session_id is not None:
@@ -88,6 +97,23 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
                 reason="session_not_found",
             )
     return Caller(org_id=runner.org_id, actor=f"runner:{runner.id}", runner=runner, session=session)
+
+
+async def _audit_refusal(
+    state: GatewayState, request: Request, runner: RunnerRecord, reason: str
+) -> None:
+    source = request.client.host if request.client else "?"
+    event = AuditEvent(
+        org_id=runner.org_id,
+        actor=f"source:{source}",
+        type="gateway.token_refused",
+        runner_id=runner.id,
+        data={"reason": reason, "source": source},
+    )
+    try:
+        await state.store.apply([AppendAudit(event)])
+    except PaddockError:
+        logger.exception("could not audit a refused token of runner %s", runner.id)
 
 
 async def require_serving(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:

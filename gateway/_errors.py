@@ -1,17 +1,23 @@
-"""The only place gateway errors become HTTP: every error answer has the OpenAI shape.
+"""The only place gateway errors become HTTP, in the error shape of the client's own protocol.
 
-    {"error": {"message": str, "type": str, "code": str | null, "param": str | null}}
+    OpenAI (every path but /v1/messages...):
+        {"error": {"message": str, "type": str, "code": str | null, "param": str | null}}
+    Anthropic (/v1/messages, /v1/messages/count_tokens):
+        {"type": "error", "error": {"type": str, "message": str}}
 
-`type` comes from the error class (table below); `code` is the error's `reason` detail when it
-has one (e.g. `session_budget_exhausted`), else the class's code; `param` names the offending
-request field for `InvalidRequestError`. Clients built on the OpenAI SDKs map the status to their
-own exception classes, so the status matters more than the body.
+OpenAI `type` comes from the error class (table below); `code` is the error's `reason` detail
+when it has one (e.g. `session_budget_exhausted`), else the class's code; `param` names the
+offending field of an `InvalidRequestError`. Anthropic has no code or param: its `type` is the
+one its SDKs map (`invalid_request_error`, `authentication_error`, `permission_error`,
+`not_found_error`, `request_too_large`, `rate_limit_error`, `api_error`, `overloaded_error`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,23 +37,81 @@ from paddock_core import (
     UpstreamError,
 )
 
-__all__ = ["error_response", "install_error_handlers"]
+__all__ = [
+    "ProviderUnavailableError",
+    "RateLimitedError",
+    "RequestTooLargeError",
+    "error_body",
+    "error_response",
+    "install_error_handlers",
+    "protocol_of_path",
+    "stream_error_event",
+]
 
 logger = logging.getLogger(__name__)
 
+ClientProtocol = Literal["openai", "anthropic"]
+
+
+class RequestTooLargeError(InvalidRequestError):
+    code = "request_too_large"
+
+
+class RateLimitedError(PermissionDeniedError):
+    code = "rate_limited"
+
+
+class ProviderUnavailableError(UpstreamError):
+    """Every provider that could serve the call is behind an open circuit breaker."""
+
+    code = "provider_unavailable"
+
+
 # (HTTP status, OpenAI error type). Looked up along the MRO, so subclasses inherit their row.
 _STATUS: dict[type[PaddockError], tuple[int, str]] = {
+    RequestTooLargeError: (413, "invalid_request_error"),
     InvalidRequestError: (400, "invalid_request_error"),
     AuthenticationError: (401, "authentication_error"),
     BudgetExceededError: (403, "budget_exceeded"),
+    RateLimitedError: (429, "rate_limit_error"),
     PermissionDeniedError: (403, "permission_error"),
     NotFoundError: (404, "not_found_error"),
     ConflictError: (409, "conflict_error"),
+    ProviderUnavailableError: (503, "upstream_error"),
     UpstreamError: (502, "upstream_error"),
     BackendError: (502, "backend_error"),
     # The store is usually briefly unavailable (locked, restarting): 503 invites a retry.
     StoreError: (503, "store_error"),
 }
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def protocol_of_path(path: str) -> ClientProtocol:
+    return "anthropic" if path.startswith("/v1/messages") else "openai"
+
+
+def error_body(
+    protocol: ClientProtocol,
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None = None,
+    param: str | None = None,
+) -> dict[str, object]:
+    if protocol == "anthropic":
+        kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else type_)
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 
 
 def error_response(
@@ -58,9 +122,22 @@ def error_response(
     code: str | None = None,
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
+    protocol: ClientProtocol = "openai",
 ) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "code": code, "param": param}}
+    body = error_body(protocol, status, message, type_=type_, code=code, param=param)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def stream_error_event(protocol: ClientProtocol, exc: UpstreamError) -> bytes:
+    """An error inside an SSE stream whose 200 already went out. OpenAI SDKs raise on a `data:`
+    event holding an `error` object, Anthropic SDKs on an `error` event: either way the client
+    learns the stream failed instead of taking the truncated text for the whole answer."""
+    reason = exc.details.get("reason")
+    if protocol == "anthropic":
+        error = {"type": "error", "error": {"type": "api_error", "message": exc.message}}
+        return b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"
+    body = {"message": exc.message, "type": "upstream_error", "code": reason, "param": None}
+    return b"data: " + json.dumps({"error": body}).encode() + b"\n\n"
 
 
 def _status_of(exc: PaddockError) -> tuple[int, str]:
@@ -70,30 +147,40 @@ def _status_of(exc: PaddockError) -> tuple[int, str]:
     return 500, "api_error"
 
 
-async def _paddock_error(_: Request, exc: Exception) -> JSONResponse:
+async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PaddockError)
     status, type_ = _status_of(exc)
     if status >= 500:
         logger.warning("answering %d: %s", status, exc.message)
     reason = exc.details.get("reason")
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    retry_after = exc.details.get("retry_after_s")
+    if isinstance(retry_after, int | float):
+        headers["retry-after"] = str(max(int(retry_after + 0.999), 1))
     return error_response(
         status,
         exc.message,
         type_=type_,
         code=reason if isinstance(reason, str) else exc.code,
         param=exc.field if isinstance(exc, InvalidRequestError) else None,
-        headers=headers,
+        headers=headers or None,
+        protocol=protocol_of_path(request.url.path),
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return error_response(exc.status_code, str(exc.detail), type_=type_, headers=exc.headers)
+    return error_response(
+        exc.status_code,
+        str(exc.detail),
+        type_=type_,
+        headers=exc.headers,
+        protocol=protocol_of_path(request.url.path),
+    )
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "header")]
@@ -103,12 +190,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
         type_="invalid_request_error",
         code="invalid_request",
         param=".".join(loc) or None,
+        protocol=protocol_of_path(request.url.path),
     )
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error answering a request", exc_info=exc)
-    return error_response(500, "internal gateway error", type_="api_error", code="internal_error")
+    return error_response(
+        500,
+        "internal gateway error",
+        type_="api_error",
+        code="internal_error",
+        protocol=protocol_of_path(request.url.path),
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

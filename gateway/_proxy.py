@@ -1,24 +1,20 @@
-"""HTTP to the providers. The only module that imports httpx; its errors stop here.
-
-Every httpx failure leaves as `UpstreamError` (`raise ... from exc`), with a `reason` detail:
-`upstream_timeout`, `upstream_unreachable` or `upstream_stream_broken`.
-"""
+"""Requests to the providers: URL, headers (the gateway's key, never the caller's), JSON body,
+over an `UpstreamTransport`; answers read whole, or left open for the stream relay."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import httpx
 
 from paddock_core import UpstreamError
 
-from ._routing import Route
-from ._settings import GatewaySettings
+from ._routing import Upstream
+from ._transport import RawResponse, UpstreamTransport
 
 __all__ = ["Proxy", "UpstreamReply", "UpstreamStream"]
 
@@ -30,7 +26,7 @@ _MAX_ERROR_BODY = 64 * 1024
 
 @dataclass(frozen=True)
 class UpstreamReply:
-    """A complete upstream answer: a non-stream completion, or any non-2xx answer."""
+    """A complete upstream answer: a non-stream answer, or any non-2xx answer."""
 
     status: int
     body: bytes
@@ -53,25 +49,18 @@ class UpstreamReply:
 class UpstreamStream:
     """A 2xx streaming answer being read. Iterate for body bytes; `aclose()` exactly once."""
 
-    def __init__(self, response: httpx.Response, provider: str) -> None:
+    def __init__(self, response: RawResponse) -> None:
         self._response = response
-        self._provider = provider
         self._chunks = self._read()
-        self.status = response.status_code
+        self.status = response.status
         self.content_type = response.headers.get("content-type", "text/event-stream")
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks
 
     async def _read(self) -> AsyncGenerator[bytes, None]:
-        try:
-            async for chunk in self._response.aiter_bytes():
-                yield chunk
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"provider {self._provider!r} broke off the stream ({type(exc).__name__})",
-                reason="upstream_stream_broken",
-            ) from exc
+        async for chunk in self._response.chunks():
+            yield chunk
 
     async def aclose(self) -> None:
         # Shielded: this may run while our task is being cancelled (server shutdown), and an
@@ -81,84 +70,63 @@ class UpstreamStream:
             await self._response.aclose()
 
 
-def _translate(exc: Exception, provider: str) -> UpstreamError:
-    if isinstance(exc, httpx.TimeoutException):
-        return UpstreamError(
-            f"provider {provider!r} timed out ({type(exc).__name__})", reason="upstream_timeout"
-        )
-    return UpstreamError(
-        f"cannot reach provider {provider!r} ({type(exc).__name__}: {exc})",
-        reason="upstream_unreachable",
+def _reply(response: RawResponse, body: bytes) -> UpstreamReply:
+    return UpstreamReply(
+        status=response.status,
+        body=body,
+        content_type=response.headers.get("content-type", "application/json"),
+        retry_after=response.headers.get("retry-after"),
     )
 
 
 class Proxy:
-    """Sends chat completions upstream over one pooled client."""
-
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    @classmethod
-    def open(
-        cls, settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None
-    ) -> Proxy:
-        timeout = httpx.Timeout(settings.upstream_timeout_s, connect=settings.connect_timeout_s)
-        # trust_env=False: where provider traffic goes is configuration (provider_base_urls),
-        # never an ambient HTTP_PROXY.
-        client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
-        return cls(client)
+    def __init__(self, transport: UpstreamTransport) -> None:
+        self._transport = transport
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
-    def _request(self, route: Route, body: dict[str, Any]) -> httpx.Request:
-        headers = {
+    async def _send(
+        self,
+        upstream: Upstream,
+        path: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        stream: bool,
+    ) -> RawResponse:
+        sent = {
+            **headers,
             "content-type": "application/json",
-            "accept": "text/event-stream" if body.get("stream") else "application/json",
-            **route.upstream.auth_headers(),
+            "accept": "text/event-stream" if stream else "application/json",
+            **upstream.auth_headers(),
         }
-        url = f"{route.upstream.base_url}/chat/completions"
-        return self._client.build_request("POST", url, content=json.dumps(body), headers=headers)
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        url = upstream.base_url + path
+        return await self._transport.send(upstream.spec.name, url, sent, content, stream=stream)
 
-    async def complete(self, route: Route, body: dict[str, Any]) -> UpstreamReply:
+    async def complete(
+        self, upstream: Upstream, path: str, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> UpstreamReply:
         """Send a non-stream request and read the whole answer."""
-        provider = route.upstream.spec.name
+        response = await self._send(upstream, path, body, headers, stream=False)
         try:
-            response = await self._client.send(self._request(route, body))
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _translate(exc, provider) from exc
-        return UpstreamReply(
-            status=response.status_code,
-            body=response.content,
-            content_type=response.headers.get("content-type", "application/json"),
-            retry_after=response.headers.get("retry-after"),
-        )
-
-    async def open_stream(
-        self, route: Route, body: dict[str, Any]
-    ) -> UpstreamStream | UpstreamReply:
-        """Send a stream request. A 2xx answer comes back unread, anything else read whole."""
-        provider = route.upstream.spec.name
-        try:
-            response = await self._client.send(self._request(route, body), stream=True)
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise _translate(exc, provider) from exc
-        if 200 <= response.status_code < 300:
-            return UpstreamStream(response, provider)
-        try:
-            body_bytes = b""
-            async for chunk in response.aiter_bytes():
-                body_bytes += chunk
-                if len(body_bytes) > _MAX_ERROR_BODY:
-                    break
-        except httpx.HTTPError as exc:
-            # The status is the answer; a truncated error body only loses its message.
-            logger.debug("error body from %r cut short: %s", provider, type(exc).__name__)
+            return _reply(response, await response.read())
         finally:
             await response.aclose()
-        return UpstreamReply(
-            status=response.status_code,
-            body=body_bytes[:_MAX_ERROR_BODY],
-            content_type=response.headers.get("content-type", "application/json"),
-            retry_after=response.headers.get("retry-after"),
-        )
+
+    async def open_stream(
+        self, upstream: Upstream, path: str, body: dict[str, Any], headers: Mapping[str, str]
+    ) -> UpstreamStream | UpstreamReply:
+        """Send a stream request. A 2xx answer comes back unread, anything else read whole."""
+        response = await self._send(upstream, path, body, headers, stream=True)
+        if 200 <= response.status < 300:
+            return UpstreamStream(response)
+        try:
+            body_bytes = await response.read(_MAX_ERROR_BODY)
+        except UpstreamError as exc:
+            # The status is the answer; a truncated error body only loses its message.
+            logger.debug("error body from %r cut short: %s", upstream.spec.name, exc.message)
+            body_bytes = b""
+        finally:
+            await response.aclose()
+        return _reply(response, body_bytes)

@@ -22,9 +22,57 @@ class GatewaySettings(CoreSettings):
         default_factory=dict,
         description="per provider name; else the env var named by the provider's key_env",
     )
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict, description="alias -> model, over policies/aliases.yaml"
+    )
+    model_fallbacks: dict[str, list[str]] = Field(
+        default_factory=dict, description="model -> models to try next, over aliases.yaml"
+    )
     upstream_timeout_s: float = Field(
         default=120.0,
         gt=0,
         description="seconds to wait for each upstream read, write or pool slot",
     )
     connect_timeout_s: float = Field(default=5.0, gt=0, description="seconds to connect upstream")
+    max_connections_per_provider: int = Field(default=1000, gt=0)
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="largest request body accepted, in bytes"
+    )
+    max_retries: int = Field(
+        default=2, ge=0, description="retries of a transient failure (connect, 429, 5xx)"
+    )
+    retry_base_s: float = Field(default=0.25, ge=0, description="first backoff, in seconds")
+    retry_max_s: float = Field(
+        default=8.0, ge=0, description="longest backoff (and Retry-After honoured), in seconds"
+    )
+    breaker_failures: int = Field(
+        default=5, gt=0, description="consecutive failures that open a provider's breaker"
+    )
+    breaker_open_s: float = Field(
+        default=30.0, gt=0, description="seconds an open breaker waits before one probe call"
+    )
+    stream_keepalive_s: float = Field(
+        default=10.0, gt=0, description="SSE comment interval while waiting for a first token"
+    )
+    default_max_tokens: int = Field(
+        default=4096, gt=0, description="max_tokens sent to Anthropic when the client sent none"
+    )
+    cache_enabled: bool = Field(
+        default=False, description="the response cache for orgs that did not choose"
+    )
+    cache_ttl_s: float = Field(default=3600.0, gt=0, description="seconds a cached answer lives")
+    cache_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    cache_max_entry_bytes: int = Field(default=1024 * 1024, gt=0)
+    org_settings_ttl_s: float = Field(
+        default=5.0, ge=0, description="seconds an org's gateway settings are kept in memory"
+    )
+    durable_before_answer: bool = Field(
+        default=True,
+        description="True: a call's record and audit event are committed before the end of its"
+        " answer reaches the client (spend read after an answer includes it). False: written"
+        " behind (group commit, milliseconds later) so answers never wait on the disk; budget"
+        " checks still count the unwritten spend",
+    )
+    metrics_public: bool = Field(
+        default=False, description="serve /metrics without the admin key (trusted networks only)"
+    )

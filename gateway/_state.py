@@ -9,12 +9,17 @@ from fastapi import Depends, Request
 
 from paddock_core import Policies, Store
 
-from ._costs import Ledger
+from ._cache import ResponseCache
+from ._chain import PolicyChain
+from ._costs import Ledger, Pricing
+from ._metrics import GatewayMetrics
+from ._orgs import OrgSettingsSource
 from ._proxy import Proxy
+from ._resilience import Breakers
 from ._routing import Router
 from ._settings import GatewaySettings
 
-__all__ = ["GatewayState", "StateDep", "get_state"]
+__all__ = ["GatewayState", "StateDep", "get_state", "state_of"]
 
 
 @dataclass(frozen=True)
@@ -24,10 +29,21 @@ class GatewayState:
     store: Store
     router: Router
     proxy: Proxy
+    pricing: Pricing
     ledger: Ledger
+    chain: PolicyChain
+    orgs: OrgSettingsSource
+    cache: ResponseCache
+    breakers: Breakers
+    metrics: GatewayMetrics
 
 
-def get_state(request: Request) -> GatewayState:
+async def get_state(request: Request) -> GatewayState:
+    """Async on purpose: FastAPI runs a sync dependency in a worker thread, per request."""
+    return state_of(request)
+
+
+def state_of(request: Request) -> GatewayState:
     state = getattr(request.app.state, "gateway", None)
     if not isinstance(state, GatewayState):
         # Only reachable when the app is driven without its lifespan (a test harness mistake).

@@ -4,81 +4,39 @@ The relay is a raw ASGI response rather than Starlette's `StreamingResponse` bec
 its end-of-stream bookkeeping however the stream ends (finished, upstream broke off, client went
 away and the task is being cancelled), and must stop reading upstream as soon as the client has
 gone, so that nobody pays for tokens nobody reads.
+
+Each upstream chunk goes to the client as soon as it arrives (translated event by event when the
+protocols differ); nothing is held back. While the first token is slow to come, SSE comments
+(`: keepalive`) keep idle-timeouts of clients and proxies from cutting the stream.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import anyio
 from anyio import CancelScope
+from anyio.abc import TaskGroup
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from paddock_core import UpstreamError
 
-from ._costs import Usage, reply_text_chars, usage_from
+from ._metrics import GatewayMetrics
 from ._proxy import UpstreamStream
+from ._usage import Usage
+from .providers import StreamHandler
 
-__all__ = ["CLIENT_GONE_STATUS", "SseMeter", "SseRelay", "StreamEnd"]
+__all__ = ["CLIENT_GONE_STATUS", "KEEPALIVE", "SseRelay", "StreamEnd"]
 
 logger = logging.getLogger(__name__)
 
 CLIENT_GONE_STATUS = 499
 """Recorded status of a stream the client abandoned (nginx's "client closed request")."""
-
-# One SSE line longer than this is not a chat chunk; it is skipped rather than buffered.
-_MAX_LINE = 1024 * 1024
-
-
-class SseMeter:
-    """Watches an OpenAI-style SSE stream go by and keeps only what costing needs: the last
-    `usage` reported and the number of characters of generated text (never the text)."""
-
-    def __init__(self) -> None:
-        self._pending = bytearray()
-        self._skipping = False
-        self.usage: Usage | None = None
-        self.completion_chars = 0
-        self.done = False
-        """True once `data: [DONE]` went by: the provider has said everything it will say."""
-
-    def feed(self, data: bytes) -> None:
-        self._pending += data
-        while (end := self._pending.find(b"\n")) >= 0:
-            line = bytes(self._pending[:end])
-            del self._pending[: end + 1]
-            if self._skipping:
-                self._skipping = False
-            else:
-                self._line(line)
-        if len(self._pending) > _MAX_LINE:
-            self._pending.clear()
-            self._skipping = True
-
-    def _line(self, line: bytes) -> None:
-        if not line.startswith(b"data:"):
-            return
-        payload = line[5:].strip()
-        if payload == b"[DONE]":
-            self.done = True
-        if not payload or self.done:
-            return
-        try:
-            event = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
-            return
-        if (usage := usage_from(event.get("usage"))) is not None:
-            self.usage = usage
-        choices = event.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, dict):
-                self.completion_chars += reply_text_chars(choice.get("delta"))
+KEEPALIVE = b": keepalive\n\n"
 
 
 @dataclass(frozen=True)
@@ -87,43 +45,58 @@ class StreamEnd:
     """The upstream's status if the stream finished, 502 if upstream broke off,
     `CLIENT_GONE_STATUS` if the client went away first."""
     usage: Usage | None
-    """As the provider reported it; None when the stream ended before its usage chunk."""
+    """As the provider reported it; None when the stream ended before its usage."""
+    started: Usage | None
+    """Input counts the provider told before answering (Anthropic), if any."""
     completion_chars: int
+    captured: bytes | None
+    """Every byte the client got, when the stream completed and capture was asked for."""
 
 
 OnStreamEnd = Callable[[StreamEnd], Awaitable[None]]
 
 
-def _sse_error(exc: UpstreamError) -> bytes:
-    # OpenAI SDKs raise on a `data:` event holding an `error` object, so the client learns the
-    # stream failed instead of taking the truncated text for the whole answer.
-    error = {"message": exc.message, "type": "upstream_error", "code": exc.details.get("reason")}
-    return b"data: " + json.dumps({"error": {**error, "param": None}}).encode() + b"\n\n"
-
-
 class SseRelay(Response):
-    """Streams `upstream` to the client; awaits `on_end` exactly once, however it ends."""
+    """Streams `upstream` to the client through `handler`; awaits `on_end` exactly once."""
 
     def __init__(
-        self, upstream: UpstreamStream, *, on_end: OnStreamEnd, headers: Mapping[str, str]
+        self,
+        upstream: UpstreamStream,
+        *,
+        handler: StreamHandler,
+        on_end: OnStreamEnd,
+        error_event: Callable[[UpstreamError], bytes],
+        headers: Mapping[str, str],
+        keepalive_s: float,
+        capture_limit: int | None,
+        metrics: GatewayMetrics,
     ) -> None:
         # Not Response.__init__: it would add a Content-Length for an empty body.
         self.status_code = upstream.status
-        self.media_type = upstream.content_type
+        self.media_type = "text/event-stream"
         self.background = None
-        self.init_headers({"cache-control": "no-cache", **headers})
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no", **headers})
         self._upstream = upstream
+        self._handler = handler
         self._on_end = on_end
-        self._meter = SseMeter()
+        self._error_event = error_event
+        self._keepalive_s = keepalive_s
+        self._capture: bytearray | None = bytearray() if capture_limit else None
+        self._capture_limit = capture_limit or 0
+        self._metrics = metrics
         self._relayed_all = False
         self._upstream_failed = False
         self._ended = False
+        self._waiting = False
+        self._last_sent = 0.0
+        self._send_lock = anyio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002
+        self._metrics.active_streams.inc()
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(self._watch_disconnect, receive, tasks.cancel_scope)
-                await self._relay(send)
+                await self._relay(send, tasks)
                 tasks.cancel_scope.cancel()
         finally:
             # Shielded: when the server cancels this task (shutdown; servers that cancel on
@@ -132,13 +105,19 @@ class SseRelay(Response):
             with anyio.CancelScope(shield=True):
                 await self._upstream.aclose()
                 await self._end()
+            self._metrics.active_streams.dec()
 
     async def _end(self) -> None:
         """Run the end-of-stream bookkeeping once."""
         if self._ended:
             return
         self._ended = True
-        end = StreamEnd(self._end_status(), self._meter.usage, self._meter.completion_chars)
+        meter = self._handler.meter
+        status = self._end_status()
+        captured = None
+        if self._capture is not None and status == 200 and meter.done:
+            captured = bytes(self._capture)
+        end = StreamEnd(status, meter.usage, meter.started, meter.completion_chars, captured)
         try:
             await self._on_end(end)
         except Exception:
@@ -149,7 +128,7 @@ class SseRelay(Response):
         if self._upstream_failed:
             return 502
         # A client that hangs up right after `[DONE]` (OpenAI SDKs do) has had the whole answer.
-        if self._relayed_all or self._meter.done:
+        if self._relayed_all or self._handler.meter.done:
             return self.status_code
         return CLIENT_GONE_STATUS
 
@@ -159,7 +138,37 @@ class SseRelay(Response):
             pass
         scope.cancel()
 
-    async def _relay(self, send: Send) -> None:
+    async def _keepalive(self, send: Send) -> None:
+        """Send a comment whenever upstream has been silent for `keepalive_s` (a slow first
+        token, a long think). Runs beside the relay; never between two halves of a chunk."""
+        while True:
+            await anyio.sleep(max(self._last_sent + self._keepalive_s - time.monotonic(), 0.001))
+            if self._waiting and time.monotonic() - self._last_sent >= self._keepalive_s:
+                async with self._send_lock:
+                    await send({"type": "http.response.body", "body": KEEPALIVE, "more_body": True})
+                    self._last_sent = time.monotonic()
+
+    async def _send(self, send: Send, body: bytes, *, more: bool = True) -> None:
+        async with self._send_lock:
+            await send({"type": "http.response.body", "body": body, "more_body": more})
+            self._last_sent = time.monotonic()
+
+    async def _forward(self, chunk: bytes, send: Send) -> None:
+        out = self._handler.feed(chunk)
+        if self._capture is not None:
+            self._capture += out
+            if len(self._capture) > self._capture_limit:
+                self._capture = None
+        if self._handler.meter.done and not self._ended:
+            # Record before the end reaches the client: whoever saw the end of the answer can
+            # read its cost (agents' callers check spend right after). Shielded: a disconnect
+            # now must not cancel the store write half-way.
+            with anyio.CancelScope(shield=True):
+                await self._end()
+        if out:
+            await self._send(send, out)
+
+    async def _relay(self, send: Send, tasks: TaskGroup) -> None:
         try:
             await send(
                 {
@@ -168,24 +177,27 @@ class SseRelay(Response):
                     "headers": self.raw_headers,
                 }
             )
+            self._last_sent = time.monotonic()
+            tasks.start_soon(self._keepalive, send)
+            chunks = aiter(self._upstream)
             try:
-                async for chunk in self._upstream:
-                    self._meter.feed(chunk)
-                    if self._meter.done:
-                        # Record before `[DONE]` reaches the client: whoever saw the end of the
-                        # answer can read its cost (agents' callers check spend right after).
-                        # Shielded: a disconnect now must not cancel the store write half-way
-                        # (that would leave the shared connection inside a transaction).
-                        with anyio.CancelScope(shield=True):
-                            await self._end()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                while True:
+                    self._waiting = True
+                    try:
+                        chunk = await anext(chunks)
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        self._waiting = False
+                    await self._forward(chunk, send)
                 self._relayed_all = True
+                if tail := self._handler.finish():
+                    await self._send(send, tail)
             except UpstreamError as exc:
                 logger.warning("%s", exc.message)
                 self._upstream_failed = True
-                error = _sse_error(exc)
-                await send({"type": "http.response.body", "body": error, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await self._send(send, self._error_event(exc))
+            await self._send(send, b"", more=False)
         except OSError:
             # Servers speaking ASGI spec 2.4 report a gone client by raising from `send`.
             logger.debug("client went away mid-stream")

@@ -10,14 +10,18 @@ from typing import TypeVar
 
 import pytest
 
+from gateway._transport import AiohttpTransport, loopback_only
 from paddock_core import (
     AuditEvent,
     InsertRunner,
     InsertSession,
     LlmCallRecord,
+    OrgGatewayRecord,
+    PutObject,
     RunnerRecord,
     SessionRecord,
     Store,
+    UpdateObject,
     UpdateRunner,
     hash_token,
     mint_token,
@@ -30,6 +34,14 @@ ADMIN_KEY = "pdk_gateway_test_admin_key"
 FAKE_PROVIDER_KEY = "fk_gateway_test_provider_key"
 
 T = TypeVar("T")
+
+
+def loopback_transport() -> AiohttpTransport:
+    """The gateway's real (default) transport, refusing any host that is not a loopback address:
+    whatever a test routes by mistake to a real provider never leaves the machine."""
+    return AiohttpTransport(
+        connect_timeout_s=2.0, read_timeout_s=5.0, max_connections=100, host_filter=loopback_only
+    )
 
 
 @dataclass(frozen=True)
@@ -67,13 +79,14 @@ class Records:
         session_spent_usd: float = 0.0,
         with_session: bool = True,
         deleted: bool = False,
+        org_id: str = ORG,
     ) -> Seeded:
         token = mint_token("prt")
         runner_id = new_id("rn")
         session_id = new_id("ses") if with_session else None
         runner = RunnerRecord(
             id=runner_id,
-            org_id=ORG,
+            org_id=org_id,
             state=state,
             profile="minimal",
             sandbox="hardened",
@@ -90,7 +103,7 @@ class Records:
         if session_id is not None:
             session = SessionRecord(
                 id=session_id,
-                org_id=ORG,
+                org_id=org_id,
                 runner_id=runner_id,
                 budget_usd=session_budget_usd,
                 spent_usd=session_spent_usd,
@@ -104,6 +117,16 @@ class Records:
             runner = await store.get_runner(runner_id)
             assert runner is not None
             await store.apply([UpdateRunner(runner_id, runner.version, {"state": state})])
+
+        self._run(work)
+
+    def put_org_gateway(self, record: OrgGatewayRecord) -> None:
+        async def work(store: Store) -> None:
+            if await store.get_object("org_gateway", record.id) is None:
+                await store.apply([PutObject("org_gateway", record)])
+            else:
+                changes = record.model_dump(mode="json", exclude={"id", "org_id"})
+                await store.apply([UpdateObject("org_gateway", record.id, changes)])
 
         self._run(work)
 

@@ -152,15 +152,26 @@ def test_explicit_provider_form_is_routed_and_forwarded_without_prefix(
     assert (call.provider, call.model) == ("fake", "fake-mini")
 
 
-def test_models_are_the_priced_ones_plus_the_runners_own(
+# Locally priced models and aliases whose provider is configured (the fake's two faces here).
+USABLE = {
+    "fake-gpt": "fake",
+    "fake-mini": "fake",
+    "fake-claude": "fake-anthropic",
+    "fake-embed": "fake",
+    "fast": "fake",
+    "smart": "fake-anthropic",
+}
+
+
+def test_models_are_the_usable_ones_plus_the_runners_own(
     records: Records, client_for: Callable[[str], OpenAI]
 ) -> None:
     seeded = records.runner(model="gpt-4o-mini")
     models = {m.id: m.owned_by for m in client_for(seeded.token).models.list()}
-    assert models == {"fake-gpt": "fake", "fake-mini": "fake", "gpt-4o-mini": "openai"}
+    assert models == {**USABLE, "gpt-4o-mini": "openai"}
 
-    admin_models = [m.id for m in client_for(ADMIN_KEY).models.list()]
-    assert admin_models == ["fake-gpt", "fake-mini"]
+    admin_models = {m.id: m.owned_by for m in client_for(ADMIN_KEY).models.list()}
+    assert admin_models == USABLE
 
 
 @pytest.mark.parametrize("header", ["Authorization", "x-api-key", "X-Paddock-Key"])

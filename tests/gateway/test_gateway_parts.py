@@ -11,11 +11,9 @@ import httpx
 import pytest
 
 from gateway import GatewaySettings
-from gateway._costs import Usage
-from gateway._routing import Router
-from gateway._streaming import SseMeter
+from gateway._usage import Usage
+from gateway.providers import ChatMeter, PassThrough
 from paddock.fake_provider import DEFAULT_REPLY, create_fake_provider
-from paddock_core import DEFAULT_POLICIES_DIR, InvalidRequestError, load_policies
 from tests.support.servers import serve_app
 
 
@@ -43,49 +41,25 @@ STREAM = (
 
 @pytest.mark.parametrize("piece", [1, 2, 7, len(STREAM)])
 def test_meter_reads_usage_and_text_length_across_any_chunking(piece: int) -> None:
-    meter = SseMeter()
-    for start in range(0, len(STREAM), piece):
-        meter.feed(STREAM[start : start + piece])
+    relay = PassThrough(ChatMeter())
+    out = b"".join(
+        relay.feed(STREAM[start : start + piece]) for start in range(0, len(STREAM), piece)
+    )
+    assert out == STREAM  # passed through byte for byte
+    meter = relay.meter
     assert meter.usage == Usage(prompt_tokens=11, completion_tokens=4)
     assert meter.completion_chars == len("Grüße, wörld{}")
     assert meter.done
 
 
 def test_meter_without_usage_counts_text_and_skips_an_overlong_line() -> None:
-    meter = SseMeter()
-    meter.feed(b"data: " + b"x" * (2 * 1024 * 1024))  # no newline yet: dropped, not buffered
-    meter.feed(b"x\n\n" + _event(_delta("four")))
+    relay = PassThrough(ChatMeter())
+    relay.feed(b"data: " + b"x" * (2 * 1024 * 1024))  # no newline yet: dropped, not buffered
+    relay.feed(b"x\n\n" + _event(_delta("four")))
+    meter = relay.meter
     assert meter.usage is None
     assert meter.completion_chars == 4
     assert not meter.done
-
-
-def test_router_prefers_explicit_provider_then_first_prefix() -> None:
-    settings = GatewaySettings(provider_base_urls={"fake": "http://127.0.0.1:1/v1/"})
-    router = Router.from_settings(load_policies(DEFAULT_POLICIES_DIR), settings, environ={})
-    route = router.resolve("fake-gpt")
-    assert (route.upstream.spec.name, route.model) == ("fake", "fake-gpt")
-    assert route.upstream.base_url == "http://127.0.0.1:1/v1"
-    assert route.upstream.auth_headers() == {}  # no key configured: no auth header
-
-    explicit = router.resolve("openai/gpt-4o")
-    assert (explicit.upstream.spec.name, explicit.model) == ("openai", "gpt-4o")
-    with pytest.raises(InvalidRequestError) as caught:
-        router.resolve("meta-llama/llama-3")  # a slash that names no provider
-    assert caught.value.field == "model"
-
-
-def test_provider_key_comes_from_settings_else_from_key_env() -> None:
-    policies = load_policies(DEFAULT_POLICIES_DIR)
-    environ = {"OPENAI_API_KEY": "sk-env", "ANTHROPIC_API_KEY": "sk-ant"}
-    settings = GatewaySettings.model_validate({"provider_keys": {"openai": "sk-settings"}})
-    router = Router.from_settings(policies, settings, environ)
-    assert router.resolve("gpt-4o").upstream.auth_headers() == {
-        "Authorization": "Bearer sk-settings"
-    }
-    found = router.provider_for("claude-sonnet-4")
-    assert found is not None
-    assert found[0].auth_headers() == {"x-api-key": "sk-ant"}
 
 
 def test_settings_read_provider_maps_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,6 +95,8 @@ def test_fake_counts_tokens_over_all_message_text(fake: httpx.Client) -> None:
     assert reply["choices"][0]["message"]["content"] == "Fake reply. ECHO:two"
     chars = len("Be brief.") + len("First ECHO:one ") + len("ok") + len("then ECHO:two")
     assert reply["usage"] == {
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
         "prompt_tokens": math.ceil(chars / 4),
         "completion_tokens": math.ceil(len("Fake reply. ECHO:two") / 4),
         "total_tokens": math.ceil(chars / 4) + math.ceil(len("Fake reply. ECHO:two") / 4),

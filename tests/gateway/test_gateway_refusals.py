@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 import openai
@@ -11,6 +11,7 @@ from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from paddock_core import mint_token
+from tests.gateway.conftest import MAX_BODY
 from tests.gateway.harness import Records, Seeded
 
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
@@ -76,7 +77,8 @@ def test_a_provisioning_runner_can_make_its_boot_round_trip(
     records: Records, client_for: Callable[[str], OpenAI]
 ) -> None:
     seeded = records.runner(state="provisioning", with_session=False)
-    assert [m.id for m in client_for(seeded.token).models.list()] == ["fake-gpt", "fake-mini"]
+    models = [m.id for m in client_for(seeded.token).models.list()]
+    assert models[:2] == ["fake-gpt", "fake-mini"]
 
 
 def test_a_provisioning_runner_cannot_spend(
@@ -140,13 +142,15 @@ def test_unknown_model_is_400_naming_the_model(
     assert records.calls(runner.runner_id) == []
 
 
-def test_provider_with_another_protocol_is_400(
-    runner: Seeded, client_for: Callable[[str], OpenAI]
+def test_an_api_the_provider_does_not_offer_is_400(
+    runner: Seeded, records: Records, client_for: Callable[[str], OpenAI]
 ) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client_for(runner.token).chat.completions.create(model="claude-sonnet-4", messages=HELLO)
-    assert "provider protocol not supported yet" in caught.value.message
+        client_for(runner.token).embeddings.create(model="fake-claude", input="hello")
+    assert caught.value.code == "endpoint_not_supported"
     assert caught.value.param == "model"
+    assert "does not offer the embeddings API" in caught.value.message
+    assert records.calls(runner.runner_id) == []
 
 
 GOOD = b'"model": "fake-gpt", "messages": [{"role": "user", "content": "x"}]'
@@ -227,3 +231,37 @@ def test_upstream_rate_limit_is_passed_through(
     assert caught.value.type == "rate_limit_error"
     [call] = records.calls(runner.runner_id)
     assert call.status == 429
+
+
+@pytest.mark.parametrize("declared", [True, False])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_an_oversized_body_is_413_in_the_clients_shape(
+    gateway_url: str, runner: Seeded, records: Records, declared: bool, path: str
+) -> None:
+    big = b'{"model": "fake-gpt", "messages": [{"role": "user", "content": "' + b"x" * MAX_BODY
+    headers = {"Authorization": f"Bearer {runner.token}", "content-type": "application/json"}
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the gateway counts as it reads
+        for start in range(0, len(big), 65536):
+            yield big[start : start + 65536]
+
+    response = httpx.post(
+        f"{gateway_url}{path}", content=big if declared else chunks(), headers=headers
+    )
+    assert response.status_code == 413
+    body = response.json()
+    if path == "/v1/messages":
+        assert body["error"]["type"] == "request_too_large"
+        assert body["type"] == "error"
+    else:
+        assert error_of(response)["code"] == "request_too_large"
+    assert f"limit of {MAX_BODY} bytes" in body["error"]["message"]
+    assert records.calls(runner.runner_id) == []
+
+
+def test_unknown_model_in_the_responses_api_names_the_model(
+    runner: Seeded, client_for: Callable[[str], OpenAI]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client_for(runner.token).responses.create(model="nope-9000", input="hi")
+    assert (caught.value.code, caught.value.param) == ("model_not_found", "model")

@@ -8,6 +8,8 @@ connection, read timeout, a stream that breaks mid-way).
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -15,14 +17,16 @@ import httpx
 import openai
 import pytest
 from openai import OpenAI
-from pydantic import SecretStr
 
-from gateway import GatewaySettings, create_gateway
-from tests.gateway.harness import ADMIN_KEY, FAKE_PROVIDER_KEY, ORG, Records, Seeded
+from gateway import create_gateway
+from paddock_core import OrgGatewayRecord, StoreError, open_provider_key, seal_provider_key
+from tests.gateway.conftest import fake_settings
+from tests.gateway.harness import FAKE_PROVIDER_KEY, Records, Seeded
 from tests.support.servers import serve_app
 
 # Never dialled (the transport is a mock), but loopback all the same.
 UPSTREAM = "http://127.0.0.1:9/v1"
+SECRET = "paddock-development-secret-change-me"  # CoreSettings' development default
 PARTIAL = "Partial answer that"
 
 
@@ -82,12 +86,8 @@ def upstream() -> Upstream:
 @pytest.fixture(scope="module")
 def gateway_url(database_url: str, upstream: Upstream) -> Iterator[str]:
     """Overrides conftest's gateway: this one reaches its providers through the mock."""
-    settings = GatewaySettings(
-        database_url=database_url,
-        admin_key=SecretStr(ADMIN_KEY),
-        org_id=ORG,
-        provider_base_urls={"fake": UPSTREAM},
-        provider_keys={"fake": SecretStr(FAKE_PROVIDER_KEY)},
+    settings = fake_settings(
+        database_url, "http://127.0.0.1:9", provider_base_urls={"fake": UPSTREAM}
     )
     transport = httpx.MockTransport(upstream)
     with serve_app(create_gateway(settings, upstream_transport=transport)) as url:
@@ -175,3 +175,51 @@ def test_stream_broken_upstream_ends_in_an_error_event_and_is_billed(
     assert call.status == 502
     assert (call.prompt_tokens, call.completion_tokens) == (3, 5)  # 12 and 19 characters
     assert call.cost_usd > 0
+
+
+def test_an_org_brings_its_own_sealed_provider_key_and_alias(
+    records: Records,
+    upstream: Upstream,
+    database_url: str,
+    client_for: Callable[[str], OpenAI],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    org = "org_byok"
+    org_key = "sk-org-own-key-5d1c"
+    sealed = seal_provider_key(SECRET, org, "fake", org_key)
+    records.put_org_gateway(
+        OrgGatewayRecord(
+            id=org,
+            org_id=org,
+            aliases={"house": "fake/fake-mini"},
+            provider_keys={"fake": sealed},
+        )
+    )
+    seeded = records.runner(org_id=org)
+    caplog.set_level(logging.DEBUG)
+    client_for(seeded.token).chat.completions.create(
+        model="house", messages=[{"role": "user", "content": "hello"}]
+    )
+    sent = upstream.requests[-1]
+    assert sent.headers["authorization"] == f"Bearer {org_key}"
+    assert json.loads(sent.content)["model"] == "fake-mini"
+    # At rest only the sealed form exists, and it opens for this org and provider only.
+    raw = (
+        sqlite3.connect(database_url.removeprefix("sqlite:///"))
+        .execute("SELECT doc FROM objects WHERE kind = 'org_gateway' AND id = ?", (org,))
+        .fetchone()[0]
+    )
+    assert org_key not in raw and sealed in raw
+    assert open_provider_key(SECRET, org, "fake", sealed) == org_key
+    with pytest.raises(StoreError):
+        open_provider_key(SECRET, "org_other", "fake", sealed)
+    with pytest.raises(StoreError):
+        open_provider_key(SECRET, org, "openai", sealed)
+    assert org_key not in caplog.text
+
+    # Another org in the same gateway still uses the gateway's own key.
+    other = records.runner()
+    client_for(other.token).chat.completions.create(
+        model="fake-mini", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert upstream.requests[-1].headers["authorization"] == f"Bearer {FAKE_PROVIDER_KEY}"
