@@ -99,6 +99,10 @@ class SqliteStore:
         self._path = path
         self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Reads use their own connection and thread, so they never wait behind the writer's
+        # fsync (WAL lets readers see every committed transaction while a write is in flight).
+        self._read_conn: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
         self._pending: list[tuple[list[Operation], asyncio.Future[BatchResult]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -113,6 +117,18 @@ class SqliteStore:
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paddock-sqlite")
         await self._run(self._connect)
+        if str(self._path) != ":memory:":  # a second connection would see another database
+            self._read_executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="paddock-sqlite-read"
+            )
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._read_executor, self._connect_reader)
+
+    def _connect_reader(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA query_only=ON")
+        self._read_conn = conn
 
     def _connect(self) -> None:
         if str(self._path) != ":memory:":
@@ -129,6 +145,13 @@ class SqliteStore:
     async def close(self) -> None:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+        if self._read_executor is not None:
+            if self._read_conn is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._read_executor, self._read_conn.close)
+            self._read_executor.shutdown(wait=True)
+        self._read_conn = None
+        self._read_executor = None
         if self._executor is not None:
             if self._conn is not None:
                 await self._run(self._conn.close)
@@ -368,10 +391,18 @@ class SqliteStore:
     # --- reads --------------------------------------------------------------------------
 
     async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        def run() -> list[Any]:
-            return list(self._db.execute(sql, args).fetchall())
+        if self._read_executor is None or self._read_conn is None:
 
-        return await self._run(run)
+            def run() -> list[Any]:
+                return list(self._db.execute(sql, args).fetchall())
+
+            return await self._run(run)
+        conn = self._read_conn
+
+        def read() -> list[Any]:
+            return list(conn.execute(sql, args).fetchall())
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_executor, read)
 
     async def get_runner(self, runner_id: str) -> RunnerRecord | None:
         rows = await self._fetch("SELECT doc, spent_usd FROM runners WHERE id = ?", (runner_id,))
