@@ -11,12 +11,20 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import cast
 
 import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from paddock_core import load_policies, open_store
+from paddock_core import (
+    Notifier,
+    NotifyingStore,
+    Store,
+    load_policies,
+    make_notifier,
+    open_store,
+)
 
 from ._cache import MemoryResponseCache, ResponseCache
 from ._calls import STARTED_KEY
@@ -76,6 +84,7 @@ def create_gateway(
     checks: Sequence[PolicyCheck] | None = None,
     org_settings: OrgSettingsSource | None = None,
     cache: ResponseCache | None = None,
+    notifier: Notifier | None = None,
 ) -> FastAPI:
     """The gateway app.
 
@@ -91,9 +100,14 @@ def create_gateway(
         policies = load_policies(settings.policies_dir)
         aliases = load_aliases(settings.policies_dir, settings)
         async with AsyncExitStack() as stack:
-            store = open_store(settings.resolved_database_url())
-            await store.open()
-            stack.push_async_callback(store.close)
+            raw_store = open_store(settings.resolved_database_url())
+            await raw_store.open()
+            stack.push_async_callback(raw_store.close)
+            # Every llm.call it commits wakes followers: in this process, or through Redis.
+            events_notifier = notifier or make_notifier(settings.redis_url)
+            if notifier is None:
+                stack.push_async_callback(events_notifier.close)
+            store = cast(Store, NotifyingStore(raw_store, events_notifier))
             proxy = Proxy(_transport(settings, upstream_transport))
             stack.push_async_callback(proxy.aclose)
             metrics = GatewayMetrics()

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from paddock_core import (
+    API_KEY_PREFIX,
     AppendAudit,
     AuditEvent,
     AuthenticationError,
@@ -21,6 +22,7 @@ from paddock_core import (
     PermissionDeniedError,
     RunnerRecord,
     SessionRecord,
+    authenticate_api_key,
     hash_token,
     key_fingerprint,
 )
@@ -46,6 +48,10 @@ class Caller:
     runner: RunnerRecord | None = None
     session: SessionRecord | None = None
     """The runner's current session, read fresh with this request (its spend is current)."""
+    key_id: str | None = None
+    """The API key that made the call, or that created the calling runner."""
+    team_id: str | None = None
+    user_id: str | None = None
 
 
 def _presented_key(request: Request) -> str | None:
@@ -67,6 +73,19 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
     admin = state.settings.admin_key
     if admin is not None and hmac.compare_digest(token.encode(), admin.get_secret_value().encode()):
         return Caller(org_id=state.settings.org_id, actor="key:admin")
+    if token.startswith(API_KEY_PREFIX):
+        key = await authenticate_api_key(state.store, token)
+        if not key.role.can_call_models:
+            raise PermissionDeniedError(
+                f"a {key.role.value} key cannot call models", reason="role_cannot_call_models"
+            )
+        return Caller(
+            org_id=key.org_id,
+            actor=f"key:{key.id}",
+            key_id=key.id,
+            team_id=key.team_id,
+            user_id=key.user_id,
+        )
     if not token.startswith(RUNNER_TOKEN_PREFIX):
         logger.info("rejected unknown key %s", key_fingerprint(token))
         raise AuthenticationError("invalid API key", reason="invalid_api_key")
@@ -96,7 +115,18 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
                 f"runner {runner.id} points at session {runner.session_id}, which does not exist",
                 reason="session_not_found",
             )
-    return Caller(org_id=runner.org_id, actor=f"runner:{runner.id}", runner=runner, session=session)
+    creator = (runner.created_by or "").removeprefix("key:")
+    return Caller(
+        org_id=runner.org_id,
+        actor=f"runner:{runner.id}",
+        runner=runner,
+        session=session,
+        key_id=creator.removeprefix("key:")
+        if creator.startswith(f"key:{API_KEY_PREFIX}")
+        else None,
+        team_id=runner.team_id,
+        user_id=runner.user_id,
+    )
 
 
 async def _audit_refusal(

@@ -150,6 +150,9 @@ class CallMeta:
     provider: ProviderSpec
     model: str
     stream: bool
+    key_id: str | None = None
+    team_id: str | None = None
+    user_id: str | None = None
 
 
 class Ledger:
@@ -232,6 +235,9 @@ class Ledger:
             cost_usd=cost,
             latency_ms=round(latency_ms, 3),
             status=status,
+            key_id=meta.key_id,
+            team_id=meta.team_id,
+            user_id=meta.user_id,
         )
         data: dict[str, Any] = {
             "call_id": meta.id,

@@ -137,6 +137,9 @@ async def handle_call(
             provider=route.upstream.spec,
             model=route.model,
             stream=call.stream,
+            key_id=caller.key_id,
+            team_id=caller.team_id,
+            user_id=caller.user_id,
         )
 
     headers = {CALL_ID_HEADER: call_id}
