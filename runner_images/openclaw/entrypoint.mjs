@@ -3,14 +3,17 @@
 // 1. Writes base64-decoded PADDOCK_AGENT_CONFIG to $HOME/.openclaw/openclaw.json (a file, 0600).
 // 2. Boot check: GET ${PADDOCK_GATEWAY_URL}/models with the runner token must answer 200 within
 //    ~10 s, else one line on stderr and exit 3 (exit 2: missing env / unusable config).
-// 3. With PADDOCK_EXEC_MODE=allowlist, seeds OpenClaw's exec approvals document from
+// 3. Kernel without openat2 (gVisor from Debian bookworm): FS_SAFE_NATIVE_MODE=off.
+// 4. With PADDOCK_EXEC_MODE=allowlist, seeds OpenClaw's exec approvals document from
 //    PADDOCK_EXEC_ALLOWLIST (comma list of command names or path globs).
-// 4. Becomes `openclaw gateway run --port 18789 --bind lan` in this same process (no extra Node).
+// 5. Becomes `openclaw gateway run --port 18789 --bind lan` in this same process (no extra Node).
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants as C, mkdirSync, openSync, unlinkSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 
 const OPENCLAW = "/usr/local/lib/openclaw/node_modules/openclaw/openclaw.mjs";
+const FS_SAFE_ADDON = "/usr/local/lib/openclaw/node_modules/@openclaw/fs-safe-linux-x64-gnu/fs-safe-native.node";
 const PORT = "18789";
 const env = process.env;
 
@@ -24,6 +27,10 @@ const fail = (code, msg) => {
 const missing = ["PADDOCK_GATEWAY_URL", "PADDOCK_RUNNER_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "PADDOCK_AGENT_CONFIG"]
   .filter((name) => !env[name]);
 if (missing.length) fail(2, `missing required env: ${missing.join(", ")}`);
+const execMode = env.PADDOCK_EXEC_MODE || "";
+if (!["", "deny", "allowlist", "full"].includes(execMode)) {
+  fail(2, `PADDOCK_EXEC_MODE must be deny, allowlist or full (got ${execMode})`);
+}
 
 let configText;
 try {
@@ -74,15 +81,32 @@ async function bootCheck(budgetMs = 10_000) {
 await bootCheck();
 note("gateway check ok");
 
+// OpenClaw's fs-safe addon needs openat2(2). gVisor as shipped by Debian bookworm (runsc
+// 20221219) answers ENOSYS, and OpenClaw then cannot take its state lock: every startup migration
+// is refused and the gateway never gets ready. Probe once; on ENOSYS use fs-safe's portable
+// fallback (FS_SAFE_NATIVE_MODE=off). Under gVisor the sandbox, not fs-safe, is the boundary.
+if (!env.FS_SAFE_NATIVE_MODE && !env.OPENCLAW_FS_SAFE_NATIVE_MODE) {
+  try {
+    const addon = createRequire(import.meta.url)(FS_SAFE_ADDON);
+    const root = openSync("/", C.O_RDONLY | C.O_DIRECTORY);
+    try {
+      closeSync(addon.openBeneath(root, "etc", C.O_RDONLY | C.O_DIRECTORY).fd);
+    } finally {
+      closeSync(root);
+    }
+  } catch (err) {
+    if (err?.code === "ENOSYS") {
+      env.FS_SAFE_NATIVE_MODE = "off";
+      note("kernel lacks openat2 (gVisor?): FS_SAFE_NATIVE_MODE=off");
+    }
+  }
+}
+
 // Exec allowlist: OpenClaw keeps it in the exec approvals document (state database), not in
 // openclaw.json, so seed it from PADDOCK_EXEC_ALLOWLIST before the gateway starts. The config's
 // tools.exec.mode must be "allowlist" too (approvals can only tighten the config). deny and full
 // need no seeding: tools.exec.mode in the config expresses them. Until seeded, allowlist mode
 // denies every command (fail closed).
-const execMode = env.PADDOCK_EXEC_MODE || "";
-if (!["", "deny", "allowlist", "full"].includes(execMode)) {
-  fail(2, `PADDOCK_EXEC_MODE must be deny, allowlist or full (got ${execMode})`);
-}
 if (execMode === "allowlist") {
   const patterns = (env.PADDOCK_EXEC_ALLOWLIST || "").split(",").map((s) => s.trim()).filter(Boolean);
   const doc = {
@@ -97,8 +121,9 @@ if (execMode === "allowlist") {
     input: JSON.stringify(doc),
     env: { ...env, OPENCLAW_CONFIG_PATH: emptyConfig },
     stdio: ["pipe", "ignore", "pipe"],
-    timeout: 60_000,
+    timeout: 300_000, // ~5 s under runc, ~30 s under runsc on an idle 2-core host
   });
+  unlinkSync(emptyConfig);
   if (res.status !== 0) {
     fail(2, `cannot seed exec approvals: ${(res.stderr || "").toString().trim().split("\n").pop() || res.error}`);
   }

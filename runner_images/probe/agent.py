@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Paddock probe runner: a tiny stand-in for OpenClaw that honours the runner contract.
-
-Boot: GET ${PADDOCK_GATEWAY_URL}/models must answer 200 within ~10 s, else exit 3.
-Serve on 0.0.0.0:18789: GET /healthz, GET /readyz, GET /v1/models, POST /v1/chat/completions.
-A chat turn is forwarded to ${PADDOCK_GATEWAY_URL}/chat/completions with model ${PADDOCK_MODEL}.
-Test hook: a last user message "!probe {json}" runs that action here instead (see run_probe).
-Stdlib only.
+"""Paddock probe runner (stdlib only): a tiny stand-in for OpenClaw with the same runner contract.
+Boot: GET ${PADDOCK_GATEWAY_URL}/models must answer 200 within ~10 s, else exit 3 (2: missing env).
+Serves :18789 GET /healthz /readyz /v1/models, POST /v1/chat/completions (forwarded to the gateway
+with model ${PADDOCK_MODEL}). Test hook: a last user message "!probe {json}" runs that action here.
 """
+
+import base64
+import contextlib
 import hmac
 import json
 import os
@@ -17,14 +17,16 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = 18789
 MAX_BODY = 8 * 1024 * 1024
 OUT_CAP = 64 * 1024
-REQUIRED = ("PADDOCK_GATEWAY_URL", "PADDOCK_RUNNER_TOKEN", "PADDOCK_MODEL", "OPENCLAW_GATEWAY_TOKEN")
+REQUIRED = "PADDOCK_GATEWAY_URL PADDOCK_RUNNER_TOKEN PADDOCK_MODEL OPENCLAW_GATEWAY_TOKEN".split()
 ENV = os.environ
 GW = ENV.get("PADDOCK_GATEWAY_URL", "").rstrip("/")
 MODEL = ENV.get("PADDOCK_MODEL", "")
@@ -33,6 +35,7 @@ OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 SESSIONS = {}  # session key -> prior messages (bounded)
 SESSIONS_LOCK = threading.Lock()
 MAX_SESSIONS = 256
+POOL = ThreadPoolExecutor(max_workers=8)  # for probes that need a bounded wait
 
 
 def log(msg):
@@ -72,15 +75,18 @@ def boot_check(budget=10.0):
 
 
 def text_of(content):
-    if isinstance(content, str):
-        return content
     if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
+        parts = [p for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "".join(str(p.get("text", "")) for p in parts)
+    return content if isinstance(content, str) else ""
+
+
+def _fail(msg):
+    return {"ok": False, "error": msg}
 
 
 def _err(e):
-    return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+    return _fail(f"{type(e).__name__}: {e}".rstrip(": "))
 
 
 def run_probe(spec):
@@ -89,7 +95,8 @@ def run_probe(spec):
     timeout = float(spec.get("timeout", 3))
     try:
         if op == "http":
-            req = urllib.request.Request(spec["url"], method=str(spec.get("method", "GET")).upper())
+            req = urllib.request.Request(spec["url"], method=str(spec.get("method", "GET")).upper(),
+                                         headers=dict(spec.get("headers") or {}))
             try:
                 with OPENER.open(req, timeout=timeout) as r:
                     return {"ok": True, "status": r.status}
@@ -98,8 +105,8 @@ def run_probe(spec):
         if op == "tcp":
             with socket.create_connection((spec["host"], int(spec["port"])), timeout=timeout):
                 return {"ok": True}
-        if op == "resolve":
-            infos = socket.getaddrinfo(spec["name"], None)
+        if op == "resolve":  # getaddrinfo has no timeout of its own: bound it via a thread
+            infos = POOL.submit(socket.getaddrinfo, spec["name"], None).result(timeout=timeout)
             return {"ok": True, "addresses": sorted({i[4][0] for i in infos})}
         if op == "write":
             with open(spec["path"], "w") as f:
@@ -113,22 +120,71 @@ def run_probe(spec):
             return {"ok": True, "names": sorted(ENV)}
         if op == "exec":
             return run_exec(spec, float(spec.get("timeout", 10)))
-        return {"ok": False, "error": f"unknown op {op!r}"}
+        if op == "proxy":
+            return run_proxy(spec, timeout)
+        return _fail(f"unknown op {op!r}")
     except Exception as e:  # noqa: BLE001
         return _err(e)
+
+
+def _head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data and len(data) < OUT_CAP:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1]) if lines[0].startswith("HTTP/") else 0
+    return status, dict(ln.split(": ", 1) for ln in lines[1:] if ": " in ln), rest
+
+
+def run_proxy(spec, timeout):
+    """GET http://host:port/path through $HTTP_PROXY: plain forwarding, or a CONNECT tunnel
+    ("connect": true). "proxy" replaces $HTTP_PROXY; "credentials" ("id:token", "": none), its
+    credentials."""
+    proxy = urllib.parse.urlsplit(spec.get("proxy") or ENV.get("HTTP_PROXY", ""))
+    if not proxy.hostname:
+        return _fail("no HTTP_PROXY")
+    creds = spec.get("credentials")
+    if creds is None:
+        unq = urllib.parse.unquote
+        creds = f"{unq(proxy.username or '')}:{unq(proxy.password or '')}"
+    basic = base64.b64encode(creds.encode()).decode()
+    auth = f"Proxy-Authorization: Basic {basic}\r\n" if creds else ""
+    host, port, path = spec["host"], int(spec["port"]), spec.get("path", "/")
+    get = f"GET {{}} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+    with socket.create_connection((proxy.hostname, proxy.port or 80), timeout=timeout) as s:
+        if spec.get("connect"):
+            target = f"{host}:{port}"
+            s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode())
+            status, headers, _ = _head(s)
+            if status != 200:
+                rule = headers.get("X-Paddock-Egress-Rule")
+                return {"ok": False, "proxy_status": status, "rule": rule}
+            s.sendall((get.format(path) + "\r\n").encode())
+        else:
+            s.sendall((get.format(f"http://{host}:{port}{path}") + auth + "\r\n").encode())
+        status, headers, body = _head(s)
+        while len(body) < OUT_CAP and (chunk := s.recv(4096)):
+            body += chunk
+    rule = headers.get("X-Paddock-Egress-Rule")
+    return {"ok": 200 <= status < 400, "status": status, "rule": rule,
+            "body": body[:OUT_CAP].decode("utf-8", "replace")}
 
 
 def run_exec(spec, timeout):
     argv = spec.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        return {"ok": False, "error": "argv must be a non-empty list of strings"}
+        return _fail("argv must be a non-empty list of strings")
     mode = ENV.get("PADDOCK_EXEC_MODE", "deny")
     if mode == "allowlist":
         allowed = {a.strip() for a in ENV.get("PADDOCK_EXEC_ALLOWLIST", "").split(",") if a.strip()}
         if argv[0] not in allowed:
-            return {"ok": False, "error": f"exec refused: {argv[0]!r} not in allowlist"}
+            return _fail(f"exec refused: {argv[0]!r} not in allowlist")
     elif mode != "full":
-        return {"ok": False, "error": f"exec refused: PADDOCK_EXEC_MODE={mode}"}
+        return _fail(f"exec refused: PADDOCK_EXEC_MODE={mode}")
     try:
         p = subprocess.run(argv, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except Exception as e:  # noqa: BLE001
@@ -154,16 +210,18 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt, *args):
         log(f"{self.address_string()} {fmt % args}")
 
-    def send_json(self, code, obj):
-        body = json.dumps(obj).encode()
+    def send_raw(self, code, body, ctype="application/json"):
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def error(self, code, message, kind="invalid_request_error"):
+    def send_json(self, code, obj):
+        self.send_raw(code, json.dumps(obj).encode())
+
+    def error(self, code, message, kind="invalid_request_error"):  # OpenAI-style error body
         self.send_json(code, {"error": {"message": message, "type": kind}})
 
     def authorized(self):
@@ -199,7 +257,8 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(n))
             messages = body["messages"]
-            assert isinstance(messages, list) and messages and all(isinstance(m, dict) for m in messages)
+            assert isinstance(messages, list) and messages
+            assert all(isinstance(m, dict) for m in messages)
         except Exception:  # noqa: BLE001
             return self.error(400, "expected a JSON object with a non-empty messages list")
         stream = bool(body.get("stream"))
@@ -212,9 +271,9 @@ class Handler(BaseHTTPRequestHandler):
         if text.startswith("!probe "):
             try:
                 spec = json.loads(text[len("!probe "):])
-                result = run_probe(spec) if isinstance(spec, dict) else {"ok": False, "error": "not an object"}
+                result = run_probe(spec) if isinstance(spec, dict) else _fail("not an object")
             except ValueError as e:
-                result = {"ok": False, "error": f"bad probe JSON: {e}"}
+                result = _fail(f"bad probe JSON: {e}")
             reply = json.dumps(result)
             remember(key, convo, reply)
             return self.local_reply(reply, stream, body.get("model") or "openclaw/default")
@@ -224,10 +283,10 @@ class Handler(BaseHTTPRequestHandler):
         cid, now = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         if not stream:
-            return self.send_json(200, {"id": cid, "object": "chat.completion", "created": now, "model": model,
-                                        "choices": [{"index": 0, "finish_reason": "stop",
-                                                     "message": {"role": "assistant", "content": content}}],
-                                        "usage": usage})
+            msg = {"role": "assistant", "content": content}
+            return self.send_json(200, {"id": cid, "object": "chat.completion", "created": now,
+                                        "model": model, "usage": usage, "choices": [
+                                            {"index": 0, "finish_reason": "stop", "message": msg}]})
         self.start_sse()
         base = {"id": cid, "object": "chat.completion.chunk", "created": now, "model": model}
         for delta, fin in (({"role": "assistant", "content": content}, None), ({}, "stop")):
@@ -256,27 +315,16 @@ class Handler(BaseHTTPRequestHandler):
         try:
             upstream = OPENER.open(req, timeout=300)
         except urllib.error.HTTPError as e:  # relay the gateway's verdict (401/402/429/...) as is
-            data = e.read()
-            self.send_response(e.code)
-            self.send_header("Content-Type", e.headers.get("Content-Type", "application/json"))
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-            return
+            ctype = e.headers.get("Content-Type", "application/json")
+            return self.send_raw(e.code, e.read(), ctype)
         except Exception as e:  # noqa: BLE001
-            return self.error(502, f"gateway unreachable: {type(e).__name__}: {e}", "upstream_error")
+            return self.error(502, f"gateway unreachable: {_err(e)['error']}", "upstream_error")
         with upstream:
             if not stream:
                 data = upstream.read()
-                self.send_response(upstream.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-                try:
-                    remember(key, convo, json.loads(data)["choices"][0]["message"].get("content") or "")
-                except Exception:  # noqa: BLE001
-                    pass
+                self.send_raw(upstream.status, data)
+                with contextlib.suppress(Exception):
+                    remember(key, convo, json.loads(data)["choices"][0]["message"]["content"] or "")
                 return
             self.start_sse()
             parts = []
@@ -296,7 +344,6 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     boot_check()
     server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-    server.daemon_threads = True
     log(f"runner {ENV.get('PADDOCK_RUNNER_ID', '?')} ready on :{PORT}")
     server.serve_forever()
 
