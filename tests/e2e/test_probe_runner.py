@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 
 import httpx
@@ -152,10 +153,10 @@ def test_missing_image_fails_with_reason(
     with make_stack(images={"probe": "paddock/no-such-image:latest"}) as stack:
         api = stack.api
         rid = api.post("/v1/runners", json={"profile": "minimal", "image": "probe"}).json()["id"]
+        deadline = time.monotonic() + 30
         runner = api.get(f"/v1/runners/{rid}").json()
-        for _ in range(100):
-            if runner["state"] != "provisioning":
-                break
+        while runner["state"] == "provisioning" and time.monotonic() < deadline:
+            time.sleep(0.05)
             runner = api.get(f"/v1/runners/{rid}").json()
         assert runner["state"] == "failed"
         assert runner["failure"]["code"] == "image_missing"
