@@ -1,6 +1,8 @@
 """Runner start: Paddock POST→ready against a plain docker-SDK create+start+probe of the same image.
 
     python -m bench.runner_start [--runs 20] [--openclaw-runs 3] [--no-openclaw]
+        [--matrix-runs 10]   # POST→ready for each sandbox level × profile (0: skip)
+    python -m bench.runner_start --backend e2b-fake [--runs 20]   # on the shipped fake E2B
 
 Everything runs on this machine: `paddock serve` on loopback with the fake provider, runners on
 internal networks it creates. Every loop is bounded in count and time.
@@ -9,13 +11,19 @@ internal networks it creates. Every loop is bounded in count and time.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import random
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import docker
 import httpx
 
-from ._harness import Paddock, fmt, paddock_serve, percentiles
+from ._harness import Paddock, fmt, free_port, paddock_serve, percentiles
 
 PROBE = "paddock/runner-probe:latest"
 OPENCLAW = "paddock/runner-openclaw:latest"
@@ -64,8 +72,15 @@ def plain_docker_start(p: Paddock, runs: int) -> list[float]:
                 net = client.networks.create(name, internal=True, labels=labels)
                 net.reload()
                 gateway_ip = net.attrs["IPAM"]["Config"][0]["Gateway"]
-                run_env = [e for e in env if not e.startswith("PADDOCK_GATEWAY_URL=")]
+                # A runner token works only from its runner's address: this plain container
+                # passes the gateway check with the admin key instead.
+                run_env = [
+                    e
+                    for e in env
+                    if not e.startswith(("PADDOCK_GATEWAY_URL=", "PADDOCK_RUNNER_TOKEN="))
+                ]
                 run_env.append(f"PADDOCK_GATEWAY_URL=http://{gateway_ip}:{p.gateway_port}/v1")
+                run_env.append(f"PADDOCK_RUNNER_TOKEN={p.key}")
                 container = client.containers.run(
                     PROBE,
                     name=name,
@@ -118,14 +133,106 @@ def openclaw_turns(p: Paddock) -> dict[str, float]:
     return out
 
 
+def serve_env() -> dict[str, str]:
+    """`paddock serve` on free ports; no lookups of real provider names (nothing leaves here)."""
+    return {
+        "PADDOCK_EGRESS_PORT": str(free_port()),
+        "PADDOCK_EGRESS_DNS_PORT": str(free_port()),
+        "PADDOCK_EGRESS_NFLOG_GROUP": str(random.randrange(20000, 60000)),
+        "PADDOCK_EGRESS_RESOLVE_PROVIDER_HOSTS": "false",
+    }
+
+
+@contextlib.contextmanager
+def fake_e2b(gateway_port: int) -> Iterator[dict[str, str]]:
+    """`paddock fake-e2b` on loopback (its VMs are containers); yields `paddock serve`'s env."""
+    port, egress, key = free_port(), free_port(), "e2b_bench_key"
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "paddock", "fake-e2b", "--port", str(port)]
+    command += ["--api-key", key, "--egress-port", str(egress)]
+    command += ["--upstream", f"gateway.paddock.test=http://127.0.0.1:{gateway_port}"]
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and proc.poll() is None:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/_fake/info", timeout=1).status_code == 200:
+                        break
+                time.sleep(0.1)
+            else:
+                log.seek(0)
+                raise RuntimeError(f"paddock fake-e2b did not start:\n{log.read().decode()}")
+            yield {
+                "PADDOCK_BACKEND": "e2b",
+                "PADDOCK_GATEWAY_PORT": str(gateway_port),
+                "PADDOCK_GATEWAY_PUBLIC_URL": f"http://gateway.paddock.test:{egress}/v1",
+                "PADDOCK_E2B_API_KEY": key,
+                "PADDOCK_E2B_API_URL": url,
+                "PADDOCK_E2B_SANDBOX_URL": url,
+                "PADDOCK_E2B_DOMAIN": "fake-e2b.test",
+            }
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def bare_sandbox_start(env: dict[str, str], runs: int) -> list[float]:
+    """The fake's floor: SDK create of the probe template and a first command, no Paddock."""
+    from e2b import Sandbox
+
+    opts: dict[str, Any] = {
+        "api_key": env["PADDOCK_E2B_API_KEY"],
+        "api_url": env["PADDOCK_E2B_API_URL"],
+        "sandbox_url": env["PADDOCK_E2B_SANDBOX_URL"],
+        "domain": env["PADDOCK_E2B_DOMAIN"],
+    }
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sandbox = Sandbox.create(template="paddock-probe", timeout=60, **opts)
+        sandbox.commands.run("true", user="agent")
+        samples.append((time.perf_counter() - t0) * 1000)
+        sandbox.kill()
+    return samples
+
+
+def e2b_fake_main(runs: int) -> None:
+    """POST→ready on the e2b backend against the fake: the control plane's own overhead there.
+    Real E2B start times must be measured against E2B itself (see the README)."""
+    gateway_port = free_port()
+    with fake_e2b(gateway_port) as env, paddock_serve(**serve_env(), **env) as p:
+        paddock = percentiles(paddock_start(p, "probe", runs, 60, sandbox="microvm"))
+        bare = percentiles(bare_sandbox_start(env, runs))
+        print(f"probe, e2b backend on the fake E2B, Paddock POST→ready  {fmt(paddock)}")
+        print(f"probe, fake E2B alone, SDK create + first command        {fmt(bare)}")
+        print(f"  Paddock on top, p50 {paddock['p50'] - bare['p50']:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--openclaw-runs", type=int, default=3)
     parser.add_argument("--no-openclaw", action="store_true")
+    parser.add_argument("--matrix-runs", type=int, default=10)
+    parser.add_argument("--backend", choices=["docker", "e2b-fake"], default="docker")
     args = parser.parse_args()
+    if args.backend == "e2b-fake":
+        e2b_fake_main(args.runs)
+        return
 
-    with paddock_serve() as p:
+    with paddock_serve(**serve_env()) as p:
+        if args.matrix_runs:
+            for sandbox in ("hardened", "gvisor"):
+                for profile in ("minimal", "standard", "full"):
+                    samples = paddock_start(
+                        p, "probe", args.matrix_runs, 120, sandbox=sandbox, profile=profile
+                    )
+                    stats = fmt(percentiles(samples))
+                    print(f"probe image, {sandbox:<8} {profile:<8} POST→ready {stats}")
         paddock_probe = percentiles(paddock_start(p, "probe", args.runs, 60))
         plain = percentiles(plain_docker_start(p, args.runs))
         print(f"probe image, hardened   Paddock POST→ready  {fmt(paddock_probe)}")

@@ -11,6 +11,7 @@ from typing import cast
 import httpx
 from fastapi import FastAPI
 
+from egress import load_egress_policy
 from paddock_core import (
     CheckpointSigner,
     Notifier,
@@ -23,8 +24,9 @@ from paddock_core import (
 )
 
 from .api.errors import install_error_handlers
-from .api.routes import audit, follow, runners, sessions, tenancy
+from .api.routes import audit, egress, follow, runners, sessions, tenancy
 from .backends import RunnerBackend
+from .backends.base import SupportsAgentTransport
 from .services import (
     AuditService,
     FollowService,
@@ -32,6 +34,8 @@ from .services import (
     SessionService,
     TenancyService,
 )
+from .services.egress import EgressService
+from .services.watch import RunnerWatch
 from .settings import ControlPlaneSettings
 
 __all__ = ["create_app"]
@@ -44,12 +48,38 @@ async def _default_backend(settings: ControlPlaneSettings) -> RunnerBackend:
         from .backends.fake import FakeBackend
 
         return FakeBackend()
+    if settings.backend == "e2b":
+        from .backends.e2b import E2BBackend, runner_templates
+
+        if not settings.gateway_public_url:
+            raise PaddockError("the e2b backend needs PADDOCK_GATEWAY_PUBLIC_URL (see README)")
+        key = settings.e2b_api_key
+        return E2BBackend(
+            controlplane_id=settings.controlplane_id,
+            gateway_url=settings.gateway_public_url,
+            templates=runner_templates(settings.images, settings.e2b_templates),
+            api_key=key.get_secret_value() if key else None,
+            api_url=settings.e2b_api_url,
+            domain=settings.e2b_domain,
+            sandbox_url=settings.e2b_sandbox_url,
+            egress_proxy_url=settings.e2b_egress_proxy_url,
+            public_traffic=settings.e2b_public_traffic,
+            inject_token=settings.e2b_inject_gateway_token,
+            dns_servers=settings.e2b_dns_servers,
+            lease_s=settings.e2b_lease_s,
+        )
     from .backends.docker import DockerBackend
 
     backend = DockerBackend(
         controlplane_id=settings.controlplane_id,
         gateway_port=settings.gateway_port,
         gateway_url=settings.gateway_url_for_runners,
+        egress_port=settings.egress_port,
+        dns_port=settings.egress_dns_port,
+        nflog_group=settings.egress_nflog_group,
+        runner_pool=settings.runner_subnet_pool,
+        subnet_prefix=settings.runner_subnet_prefix,
+        firewall=settings.runner_firewall,
     )
     await backend.start()
     return backend
@@ -85,7 +115,9 @@ def create_app(
         events_notifier = notifier or make_notifier(settings.redis_url)
         store = cast(Store, NotifyingStore(raw_store, events_notifier))
         runner_backend = backend or await _default_backend(settings)
-        http = httpx.AsyncClient()
+        agents = runner_backend  # E2B's agents are reached through the backend's transport
+        transport = agents.agent_transport() if isinstance(agents, SupportsAgentTransport) else None
+        http = httpx.AsyncClient(transport=transport)
         runner_service = RunnerService(
             settings=settings, store=store, backend=runner_backend, policies=policies
         )
@@ -113,6 +145,17 @@ def create_app(
             heartbeat_s=settings.follow_heartbeat_s,
         )
         app.state.runners = runner_service
+        egress_policy = load_egress_policy(
+            settings.policies_dir, policies, extra_provider_hosts=settings.egress_provider_hosts
+        )
+        app.state.egress = EgressService(store=store, runners=runner_service, policy=egress_policy)
+        watch = RunnerWatch(
+            store=store,
+            backend=runner_backend,
+            runners=runner_service,
+            interval_s=settings.watch_interval_s,
+        )
+        watch.start()
         app.state.sessions = SessionService(
             store=store,
             runners=runner_service,
@@ -125,6 +168,7 @@ def create_app(
         finally:
             checkpoints.cancel()
             await asyncio.gather(checkpoints, return_exceptions=True)
+            await watch.close()
             await runner_service.shutdown()
             await http.aclose()
             if backend is None:
@@ -145,6 +189,7 @@ def create_app(
     app.include_router(tenancy.router)
     app.include_router(audit.router)
     app.include_router(follow.router)
+    app.include_router(egress.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from paddock_core import CoreSettings
 
@@ -15,7 +15,7 @@ class ControlPlaneSettings(CoreSettings):
     host: str = Field("127.0.0.1", description="the API binds here; runners must not reach it")
     port: int = 8001
     controlplane_id: str = Field("default", description="labels everything this plane creates")
-    backend: Literal["docker", "fake"] = "docker"
+    backend: Literal["docker", "fake", "e2b"] = "docker"
     gateway_port: int = Field(8002, description="runners reach the gateway on this port")
     gateway_url_for_runners: str | None = Field(
         None, description="override of the gateway base URL given to runners (ends in /v1)"
@@ -38,4 +38,50 @@ class ControlPlaneSettings(CoreSettings):
     follow_heartbeat_s: float = Field(15.0, gt=0, description="SSE keepalive interval, seconds")
     checkpoint_interval_s: float = Field(
         300.0, gt=0, description="how often each org's audit head is signed, seconds"
+    )
+    # Confinement (the Docker backend and the egress proxy read the same names).
+    egress_port: int = Field(8004, description="runners reach the egress proxy on this port")
+    egress_dns_port: int = Field(8053, description="runners' DNS is redirected to this UDP port")
+    egress_nflog_group: int | None = Field(
+        8231, description="NFLOG group the host firewall logs refusals to (None: no audit)"
+    )
+    egress_provider_hosts: list[str] = Field(
+        default_factory=list, description="more LLM provider hosts (as the egress proxy's)"
+    )
+    runner_subnet_pool: str = Field(
+        "172.31.0.0/16", description="runner networks are carved from this (outside Docker's)"
+    )
+    runner_subnet_prefix: int = Field(28, ge=16, le=29, description="size of each runner network")
+    runner_firewall: bool = Field(
+        True, description="install the host firewall around runners (off: runners reach the host)"
+    )
+    watch_interval_s: float = Field(
+        1.0, gt=0, description="how often live runners are checked for death, seconds"
+    )
+    # E2B (backend "e2b"): runners in Firecracker microVMs; see runner_images/README.md.
+    gateway_public_url: str | None = Field(
+        None, description="the gateway as E2B runners reach it: public https URL ending in /v1"
+    )
+    e2b_api_key: SecretStr | None = None
+    e2b_api_url: str | None = Field(None, description="default https://api.<domain>")
+    e2b_domain: str | None = Field(None, description="default e2b.app")
+    e2b_sandbox_url: str | None = Field(
+        None, description="one URL for all sandbox traffic (E2B_SANDBOX_URL; the fake E2B)"
+    )
+    e2b_templates: dict[str, str] = Field(
+        default_factory=lambda: {"openclaw": "paddock-openclaw", "probe": "paddock-probe"},
+        description="E2B template per runner image kind (built from runner_images/e2b)",
+    )
+    e2b_egress_proxy_url: str | None = Field(
+        None, description="public URL of the egress proxy; unset: only gateway_only profiles"
+    )
+    e2b_lease_s: int = Field(
+        600, ge=30, description="E2B timeout of a runner's sandbox, renewed while it is live, s"
+    )
+    e2b_public_traffic: bool = Field(False, description="sandbox ports open without a token")
+    e2b_inject_gateway_token: bool = Field(
+        True, description="runner token in E2B's header rule, never in the VM"
+    )
+    e2b_dns_servers: list[str] | None = Field(
+        None, description="resolvers a VM may reach (None: E2B's default; []: none)"
     )

@@ -65,8 +65,10 @@ def main(verbose: bool) -> None:
 @click.option("--demo", is_flag=True, help="launch a demo runner once the servers are up")
 @click.option("--demo-image", default="openclaw", show_default=True)
 def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_image: str) -> None:
-    """Run the control plane (:8001), the gateway (:8002) and optionally the fake provider."""
+    """Run the control plane (:8001), the gateway (:8002), the egress proxy (:8004) and
+    optionally the fake provider."""
     from controlplane import ControlPlaneSettings, create_app
+    from egress import EgressServer, EgressSettings
     from gateway import GatewaySettings, create_gateway
 
     from .fake_provider import create_fake_provider
@@ -119,13 +121,18 @@ def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_
                 await client.delete(f"/v1/runners/{runner_id}")
                 click.echo(f"deleted demo runner {runner_id}")
 
-    asyncio.run(
-        serve_apps(
-            apps,
-            on_started=_demo if demo else None,
-            on_stopping=_demo_cleanup if demo else None,
-        )
-    )
+    # The gateway's provider hosts (the fake one included) are never egress destinations.
+    egress_settings = EgressSettings(provider_base_urls=gw_settings.provider_base_urls)
+
+    async def _serve() -> None:
+        async with EgressServer(egress_settings):
+            await serve_apps(
+                apps,
+                on_started=_demo if demo else None,
+                on_stopping=_demo_cleanup if demo else None,
+            )
+
+    asyncio.run(_serve())
 
 
 async def _launch_demo(base: str, key: str, image: str) -> dict[str, Any]:
@@ -166,6 +173,18 @@ def gateway_cmd() -> None:
     uvicorn.run(create_gateway(settings), host=settings.gateway_host, port=settings.gateway_port)
 
 
+@main.command("egress")
+def egress_cmd() -> None:
+    """Run only the egress proxy and its DNS stub (beside the gateway, on the same store)."""
+    from egress import EgressServer, EgressSettings
+
+    async def _run() -> None:
+        async with EgressServer(EgressSettings()):
+            await asyncio.Event().wait()
+
+    asyncio.run(_run())
+
+
 @main.command("fake-provider")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8003, show_default=True)
@@ -176,6 +195,35 @@ def fake_provider_cmd(host: str, port: int) -> None:
     from .fake_provider import create_fake_provider
 
     uvicorn.run(create_fake_provider(), host=host, port=port)
+
+
+@main.command("fake-e2b")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True)
+@click.option("--api-key", default="e2b_fake_key", show_default=True)
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    default=["gateway.paddock.test=http://127.0.0.1:8002"],
+    show_default=True,
+    help="NAME=URL: a host of the fake's internet that its VMs may reach (repeatable)",
+)
+@click.option("--egress-port", default=0, help="port of the VMs' egress (0: any free one)")
+def fake_e2b_cmd(
+    host: str, port: int, api_key: str, upstreams: tuple[str, ...], egress_port: int
+) -> None:
+    """Run the shipped fake E2B (REST API and sandboxes as local containers; needs Docker).
+
+    Point Paddock at it with PADDOCK_E2B_API_URL and PADDOCK_E2B_SANDBOX_URL (this URL),
+    PADDOCK_E2B_API_KEY, and PADDOCK_GATEWAY_PUBLIC_URL as GET /_fake/info tells."""
+    import uvicorn
+
+    from .fake_e2b import FakeE2BConfig, create_fake_e2b
+
+    hosts = dict(item.split("=", 1) for item in upstreams)
+    config = FakeE2BConfig(api_key=api_key, upstreams=hosts, egress_port=egress_port)
+    uvicorn.run(create_fake_e2b(config), host=host, port=port)
 
 
 # --- client commands ----------------------------------------------------------------------

@@ -44,6 +44,13 @@ class Resources(_Frozen):
     cpus: float = Field(gt=0)
 
 
+class EgressDefaults(_Frozen):
+    """A profile's egress rules (syntax and checks: the `egress` package)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+
 class Profile(_Frozen):
     name: str
     description: str
@@ -53,6 +60,7 @@ class Profile(_Frozen):
     exec_allowlist: tuple[str, ...] = ()
     openclaw: OpenClawToolPolicy
     resources: Resources
+    egress: EgressDefaults = EgressDefaults()
 
 
 class SandboxLevel(_Frozen):

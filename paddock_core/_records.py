@@ -46,6 +46,8 @@ class RunnerRecord(_Record):
     session_id: str | None = None
     backend: str
     backend_ref: dict[str, Any] = Field(default_factory=dict)
+    egress: dict[str, Any] = Field(default_factory=dict)
+    """The runner's own egress rules on top of its profile's ({allow, deny, private_ranges})."""
     failure_code: str | None = None
     failure_message: str | None = None
     created_by: str | None = None

@@ -14,6 +14,7 @@ import docker.errors
 import pytest
 
 from controlplane.backends import LABEL_CONTROLPLANE, LABEL_MANAGED
+from controlplane.backends.firewall import HostFirewall
 
 PROBE_IMAGE = "paddock/runner-probe:latest"
 OPENCLAW_IMAGE = "paddock/runner-openclaw:latest"
@@ -60,6 +61,7 @@ def docker_sweep(docker_client: docker.DockerClient, controlplane_id: str) -> It
         c.remove(force=True)
     for n in docker_client.networks.list(filters=filters):
         n.remove()
+    HostFirewall.remove_plane(controlplane_id)  # its host firewall chains, if it left any
     if containers or networks:
         print(f"swept leftovers of {controlplane_id}: containers={containers} networks={networks}")
 

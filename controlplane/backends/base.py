@@ -8,7 +8,9 @@ succeeds and nothing can be orphaned without being findable again.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import httpx
 
 from paddock_core import Profile, SandboxLevel
 
@@ -22,6 +24,8 @@ __all__ = [
     "ProbeResult",
     "RunnerBackend",
     "RunnerSpec",
+    "SupportsAgentTransport",
+    "SupportsPause",
 ]
 
 LABEL_MANAGED = "io.paddock.managed"
@@ -46,6 +50,20 @@ class RunnerSpec:
 class BackendCapabilities:
     sandboxes: frozenset[str]
     pause: bool = False
+    networks: frozenset[str] | None = None
+    """Profile network modes the backend can enforce; None: every mode."""
+
+    def refusal(self, profile: Profile, sandbox: str) -> str | None:
+        """Why this backend cannot honour `profile` in sandbox level `sandbox` (a 4xx for the
+        caller, before anything is created), or None."""
+        if sandbox not in self.sandboxes:
+            return f"sandbox {sandbox!r} is not available on this backend"
+        if self.networks is not None and profile.network not in self.networks:
+            return (
+                f"profile {profile.name!r} needs network {profile.network!r}, "
+                "which this backend cannot enforce"
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,8 @@ class ProbeResult:
     detail: str = ""
     exit_code: int | None = None
     oom_killed: bool = False
+    reason: str | None = None
+    """Why it failed, when the backend knows better than the exit code (`pids_exhausted`)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,8 @@ class ObservedRunner:
     runner_id: str
     controlplane_id: str
     status: str
+    reason: str | None = None
+    """A reason to fail it even though it runs (`pids_exhausted`, `oom_killed`)."""
 
 
 class RunnerBackend(Protocol):
@@ -90,3 +112,20 @@ class RunnerBackend(Protocol):
     async def list_runners(self) -> list[ObservedRunner]: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsAgentTransport(Protocol):
+    """A backend whose agents are reached through its own HTTP transport (E2B: routing and the
+    sandbox's traffic token). The control plane's HTTP client to agents uses it."""
+
+    def agent_transport(self) -> httpx.AsyncBaseTransport: ...
+
+
+@runtime_checkable
+class SupportsPause(Protocol):
+    """A backend that can pause a runner and resume it where it was (`capabilities.pause`)."""
+
+    async def pause(self, ref: dict[str, Any]) -> None: ...
+
+    async def resume(self, ref: dict[str, Any]) -> None: ...

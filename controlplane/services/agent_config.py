@@ -3,6 +3,14 @@
 Secrets are never written into it: `${VAR}` strings are filled by OpenClaw from the runner's
 environment (the runner token for the Paddock gateway, the agent token the control plane uses).
 The provider is the Paddock gateway; no provider key exists inside a runner.
+
+The profile sets OpenClaw's own tool policy, a second layer behind the container: the tools
+profile and denied groups, the exec mode (the allowlist itself is seeded by the image's
+entrypoint from PADDOCK_EXEC_ALLOWLIST), and, for profiles with egress, web fetches through the
+egress proxy. The proxy comes from the runner's environment (HTTP(S)_PROXY with the runner's
+credentials, NO_PROXY for the gateway, NODE_USE_ENV_PROXY=1; set by the backend, which knows
+the runner's bridge address); `useTrustedEnvProxy` lets the proxy resolve names, since a runner
+resolves none itself.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ def render_openclaw_config(
     }
     if profile.openclaw.deny:
         tools["deny"] = list(profile.openclaw.deny)
+    if profile.network != "gateway_only":
+        tools["web"] = {"fetch": {"useTrustedEnvProxy": True}}
     return {
         "gateway": {
             "mode": "local",

@@ -338,6 +338,7 @@ class RunnerService:
                 return
             if result.state in ("exited", "missing"):
                 code = _exit_reason(result.exit_code, result.oom_killed, result.state)
+                code = result.reason or code
                 await self._fail(runner_id, code, result.detail or result.state)
                 return
             last = result.detail

@@ -75,6 +75,7 @@ def test_every_route_hides_other_orgs_objects(platform: str) -> None:
     bodies = {
         "/v1/runners/{runner_id}/sessions": {},
         "/v1/sessions/{session_id}/messages": {"content": "hi"},
+        "/v1/runners/{runner_id}/egress": {},
     }
     schema = create_app(ControlPlaneSettings(admin_key="x"), backend=FakeBackend()).openapi()
     checked = 0
