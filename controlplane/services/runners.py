@@ -126,6 +126,9 @@ class RunnerService:
                 f"sandbox {req.sandbox!r} is not available on the {self._backend.name} backend",
                 field="sandbox",
             )
+        if (refusal := self._backend.capabilities.refusal(profile, req.sandbox)) is not None:
+            # Refused before anything exists, rather than silently weakened on this backend.
+            raise InvalidRequestError(f"{refusal} ({self._backend.name} backend)", field="profile")
         image_kind = req.image or self._settings.default_image
         if image_kind not in self._settings.images:
             raise InvalidRequestError(

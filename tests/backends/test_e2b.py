@@ -341,11 +341,6 @@ def test_the_api_answers_4xx_for_what_e2b_cannot_honour(stack: E2BStack) -> None
     assert "not available on the e2b backend" in docker_level.json()["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RunnerService.create checks capabilities.sandboxes only; it should also ask "
-    "capabilities.refusal(profile, sandbox) (controlplane/services/runners.py)",
-)
 def test_a_profile_e2b_cannot_enforce_is_a_4xx(stack: E2BStack) -> None:
     response = stack.api.post(
         "/v1/runners", json={"profile": "standard", "sandbox": "microvm", "image": "probe"}
@@ -354,6 +349,8 @@ def test_a_profile_e2b_cannot_enforce_is_a_4xx(stack: E2BStack) -> None:
         if response.status_code == 201:
             stack.api.delete(f"/v1/runners/{response.json()['id']}")
     assert response.status_code == 422
+    assert response.json()["error"]["field"] == "profile"
+    assert "cannot enforce" in response.json()["error"]["message"]
 
 
 def test_the_fake_refuses_a_wrong_api_key_like_e2b(fake_e2b: FakeE2BServer) -> None:
