@@ -52,6 +52,8 @@ class FakeBackend:
         runner = self.runners.get(ref["runner_id"])
         if runner is None:
             return ProbeResult("missing", "fake runner is gone")
+        if runner.status == "exited":
+            return ProbeResult("exited", "fake runner was stopped", exit_code=0)
         runner.probes += 1
         if self.exit_on_probe is not None:
             code, detail = self.exit_on_probe

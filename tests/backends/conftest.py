@@ -251,12 +251,6 @@ def _harness(
     _sweep(name, request, controlplane_id)
 
 
-_FAKE_IGNORES_STOP = pytest.mark.xfail(
-    strict=True,
-    reason="FakeBackend.probe answers `ready` after stop (controlplane/backends/fake.py)",
-)
-
-
 @pytest.fixture(params=["docker", "e2b", "fake"])
 def harness(
     request: pytest.FixtureRequest, policies: Policies, controlplane_id: str
@@ -265,7 +259,7 @@ def harness(
     yield from _harness(request, policies, controlplane_id)
 
 
-@pytest.fixture(params=["docker", "e2b", pytest.param("fake", marks=_FAKE_IGNORES_STOP)])
+@pytest.fixture(params=["docker", "e2b", "fake"])
 def stoppable(
     request: pytest.FixtureRequest, policies: Policies, controlplane_id: str
 ) -> Iterator[Harness]:
