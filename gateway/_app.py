@@ -28,7 +28,7 @@ from paddock_core import (
 
 from ._cache import MemoryResponseCache, ResponseCache
 from ._calls import STARTED_KEY
-from ._chain import PolicyChain, PolicyCheck, default_checks
+from ._chains import ChainSource, ConfiguredChains, FixedChain
 from ._costs import Ledger, Pricing
 from ._errors import install_error_handlers
 from ._metrics import GatewayMetrics
@@ -41,6 +41,7 @@ from ._routing import Router, load_aliases
 from ._settings import GatewaySettings
 from ._state import GatewayState
 from ._transport import AiohttpTransport, HttpxTransport, UpstreamTransport
+from .checks import STEPS, ChainDeps, ChainPolicy, PolicyCheck
 
 __all__ = ["create_gateway"]
 
@@ -90,7 +91,8 @@ def create_gateway(
 
     `upstream_transport` replaces the wire to the providers (an `UpstreamTransport`, or any
     httpx transport such as `httpx.MockTransport` in tests); `checks` is the policy
-    chain, in order (default: the budget check); `org_settings` where orgs' gateway settings
+    chain for every org, in order (default: built per org from policies/chain.yaml and
+    plans.yaml); `org_settings` where orgs' gateway settings
     come from (default: the store, keys unsealed with `secret_key`); `cache` the response cache
     (default: in memory).
     """
@@ -98,6 +100,7 @@ def create_gateway(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = load_policies(settings.policies_dir)
+        chain_policy = ChainPolicy.load(settings.policies_dir, STEPS)
         aliases = load_aliases(settings.policies_dir, settings)
         async with AsyncExitStack() as stack:
             raw_store = open_store(settings.resolved_database_url())
@@ -113,6 +116,14 @@ def create_gateway(
             metrics = GatewayMetrics()
             pricing = Pricing(policies)
             ledger = Ledger(store, pricing, metrics, durable=settings.durable_before_answer)
+            chains: ChainSource = (
+                FixedChain(checks)
+                if checks is not None
+                else ConfiguredChains(
+                    chain_policy,
+                    ChainDeps(store=store, default_max_tokens=settings.default_max_tokens),
+                )
+            )
             stack.push_async_callback(ledger.drain)  # before the store closes
             app.state.gateway = GatewayState(
                 settings=settings,
@@ -122,7 +133,7 @@ def create_gateway(
                 proxy=proxy,
                 pricing=pricing,
                 ledger=ledger,
-                chain=PolicyChain(default_checks() if checks is None else checks),
+                chains=chains,
                 orgs=org_settings
                 or StoredOrgSettings(store, settings.secret_key, ttl_s=settings.org_settings_ttl_s),
                 cache=cache

@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 
 from paddock_core import (
     API_KEY_PREFIX,
+    ApiKeyRecord,
     AppendAudit,
     AuditEvent,
     AuthenticationError,
@@ -52,6 +53,13 @@ class Caller:
     """The API key that made the call, or that created the calling runner."""
     team_id: str | None = None
     user_id: str | None = None
+    key_models: tuple[str, ...] | None = None
+    """The key's own model allowlist (for a runner: the key that created it)."""
+    key_skills: tuple[str, ...] | None = None
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _presented_key(request: Request) -> str | None:
@@ -85,6 +93,8 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
             key_id=key.id,
             team_id=key.team_id,
             user_id=key.user_id,
+            key_models=_tuple(key.models),
+            key_skills=_tuple(key.skills),
         )
     if not token.startswith(RUNNER_TOKEN_PREFIX):
         logger.info("rejected unknown key %s", key_fingerprint(token))
@@ -116,16 +126,21 @@ async def authenticate(request: Request, state: StateDep) -> Caller:
                 reason="session_not_found",
             )
     creator = (runner.created_by or "").removeprefix("key:")
+    key_id = creator if creator.startswith(API_KEY_PREFIX) else None
+    models = skills = None
+    if key_id is not None and (doc := await state.store.get_object("api_key", key_id)):
+        creator_key = ApiKeyRecord.model_validate(doc)
+        models, skills = _tuple(creator_key.models), _tuple(creator_key.skills)
     return Caller(
         org_id=runner.org_id,
         actor=f"runner:{runner.id}",
         runner=runner,
         session=session,
-        key_id=creator.removeprefix("key:")
-        if creator.startswith(f"key:{API_KEY_PREFIX}")
-        else None,
+        key_id=key_id,
         team_id=runner.team_id,
         user_id=runner.user_id,
+        key_models=models,
+        key_skills=skills,
     )
 
 

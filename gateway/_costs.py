@@ -79,6 +79,7 @@ class Pricing:
     def __init__(self, policies: Policies) -> None:
         self._local = {model: _local_rates(p) for model, p in policies.prices.items()}
         self._found: dict[tuple[str, str], _Rates | Any | None] = {}
+        self._estimates: dict[tuple[str, str, str], tuple[float, float]] = {}
 
     def known(self, spec: ProviderSpec, model: str) -> bool:
         return self._lookup(spec, model) is not None
@@ -117,6 +118,23 @@ class Pricing:
         self._found[key] = found
         return found
 
+    def token_price(self, spec: ProviderSpec, model: str) -> tuple[float, float]:
+        """(input, output) USD per token, for estimates; (0, 0) when the price is unknown.
+        Tiered prices are estimated at the first tier's cost of a million tokens each way."""
+        found = self._lookup(spec, model)
+        if found is None:
+            return (0.0, 0.0)
+        if isinstance(found, _Rates):
+            return (float(found.input / _MTOK), float(found.output / _MTOK))
+        key = ("price", spec.name, model)
+        kept = self._estimates.get(key)
+        if kept is None:
+            mtok = 1_000_000
+            inp = self.cost_usd(spec, model, Usage(mtok, 0)) / mtok
+            out = self.cost_usd(spec, model, Usage(0, mtok)) / mtok
+            kept = self._estimates[key] = (inp, out)
+        return kept
+
     def cost_usd(self, spec: ProviderSpec, model: str, usage: Usage) -> float:
         found = self._lookup(spec, model)
         if found is None:
@@ -153,6 +171,10 @@ class CallMeta:
     key_id: str | None = None
     team_id: str | None = None
     user_id: str | None = None
+    policy_version: str | None = None
+    """The chain that allowed the call (in its audit event)."""
+    policy_notes: tuple[str, ...] = ()
+    """What the chain changed, e.g. `pii: redacted email` (never the values)."""
 
 
 class Ledger:
@@ -255,6 +277,10 @@ class Ledger:
             data["endpoint"] = meta.endpoint
         if cache_hit:
             data["cache_hit"] = True
+        if meta.policy_version is not None:
+            data["policy"] = meta.policy_version
+        if meta.policy_notes:
+            data["policy_notes"] = list(meta.policy_notes)
         for kind in ("cached_tokens", "cache_write_tokens", "reasoning_tokens"):
             if getattr(usage, kind):
                 data[kind] = getattr(usage, kind)

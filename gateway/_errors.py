@@ -37,13 +37,17 @@ from paddock_core import (
     UpstreamError,
 )
 
+from .checks import Deny, Hold
+
 __all__ = [
+    "PolicyDeniedError",
     "ProviderUnavailableError",
     "RateLimitedError",
     "RequestTooLargeError",
     "error_body",
     "error_response",
     "install_error_handlers",
+    "policy_error",
     "protocol_of_path",
     "stream_error_event",
 ]
@@ -59,6 +63,59 @@ class RequestTooLargeError(InvalidRequestError):
 
 class RateLimitedError(PermissionDeniedError):
     code = "rate_limited"
+
+
+class PolicyDeniedError(PaddockError):
+    """A step of the policy chain refused (or held) the call; `status` is the step's."""
+
+    code = "policy_denied"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        step: str,
+        reason: str,
+        data: Mapping[str, object],
+        headers: Mapping[str, str],
+    ) -> None:
+        super().__init__(message, reason=reason, step=step)
+        self.status = status
+        self.step = step
+        self.data = dict(data)
+        self.headers = dict(headers)
+
+
+# Steps whose refusals are about money: OpenAI-shaped bodies say `budget_exceeded`.
+_BUDGET_STEPS = frozenset({"cost_estimate", "budget", "session_budget"})
+_TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    403: "permission_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def policy_error(decision: Deny | Hold, headers: Mapping[str, str]) -> PolicyDeniedError:
+    if isinstance(decision, Hold):
+        # Without an approval queue a held call cannot wait: refuse it (fail closed).
+        return PolicyDeniedError(
+            decision.message,
+            status=403,
+            step=decision.step,
+            reason=decision.reason,
+            data=decision.data,
+            headers=headers,
+        )
+    return PolicyDeniedError(
+        decision.message,
+        status=decision.status,
+        step=decision.step,
+        reason=decision.reason,
+        data=decision.data,
+        headers=headers,
+    )
 
 
 class ProviderUnavailableError(UpstreamError):
@@ -107,11 +164,14 @@ def error_body(
     type_: str,
     code: str | None = None,
     param: str | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> dict[str, object]:
+    """`extra`: more fields of the error object (a policy denial's `step` and `details`)."""
     if protocol == "anthropic":
         kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else type_)
-        return {"type": "error", "error": {"type": kind, "message": message}}
-    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+        return {"type": "error", "error": {"type": kind, "message": message, **(extra or {})}}
+    error = {"message": message, "type": type_, "code": code, "param": param, **(extra or {})}
+    return {"error": error}
 
 
 def error_response(
@@ -123,8 +183,9 @@ def error_response(
     param: str | None = None,
     headers: Mapping[str, str] | None = None,
     protocol: ClientProtocol = "openai",
+    extra: Mapping[str, object] | None = None,
 ) -> JSONResponse:
-    body = error_body(protocol, status, message, type_=type_, code=code, param=param)
+    body = error_body(protocol, status, message, type_=type_, code=code, param=param, extra=extra)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -145,6 +206,25 @@ def _status_of(exc: PaddockError) -> tuple[int, str]:
         if cls in _STATUS:
             return _STATUS[cls]
     return 500, "api_error"
+
+
+async def _policy_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PolicyDeniedError)
+    type_ = _TYPE_BY_STATUS.get(exc.status, "permission_error")
+    if exc.step in _BUDGET_STEPS:
+        type_ = "budget_exceeded"
+    extra: dict[str, object] = {"step": exc.step}
+    if exc.data:
+        extra["details"] = exc.data
+    return error_response(
+        exc.status,
+        exc.message,
+        type_=type_,
+        code=str(exc.details["reason"]),
+        headers=exc.headers or None,
+        protocol=protocol_of_path(request.url.path),
+        extra=extra,
+    )
 
 
 async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
@@ -206,6 +286,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(PolicyDeniedError, _policy_error)
     app.add_exception_handler(PaddockError, _paddock_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import SecretStr
 
@@ -32,6 +32,10 @@ class OrgGateway:
     aliases: Mapping[str, str] = field(default_factory=dict)
     provider_keys: Mapping[str, SecretStr] = field(default_factory=dict)
     provider_base_urls: Mapping[str, str] = field(default_factory=dict)
+    plan: str | None = None
+    """None: chain.yaml's choice, else the default plan."""
+    policy: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The org's own step settings, over its plan's (policies/chain.yaml format)."""
 
 
 _DEFAULT = OrgGateway()
@@ -79,4 +83,6 @@ class StoredOrgSettings:
             aliases=dict(record.aliases),
             provider_keys=keys,
             provider_base_urls=dict(record.provider_base_urls),
+            plan=record.plan,
+            policy={k: dict(v) for k, v in record.policy.items()},
         )

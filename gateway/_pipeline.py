@@ -8,30 +8,20 @@ parse -> org settings -> routes (model, fallbacks) -> adapters -> policy chain
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from paddock_core import (
-    BudgetExceededError,
-    InvalidRequestError,
-    PermissionDeniedError,
-    UpstreamError,
-    new_id,
-)
+from paddock_core import AppendAudit, AuditEvent, InvalidRequestError, UpstreamError, new_id
 
 from ._auth import Caller
 from ._cache import CachedAnswer, cache_key
 from ._calls import ClientCall
-from ._chain import CallContext, Deny
 from ._costs import CallMeta
-from ._errors import (
-    ProviderUnavailableError,
-    RateLimitedError,
-    error_response,
-    stream_error_event,
-)
+from ._errors import ProviderUnavailableError, error_response, policy_error, stream_error_event
 from ._forward import Candidate, forward
 from ._orgs import OrgGateway
 from ._proxy import UpstreamReply, UpstreamStream
@@ -39,6 +29,7 @@ from ._routing import Route
 from ._state import GatewayState
 from ._streaming import SseRelay, StreamEnd
 from ._usage import Usage, estimate_tokens
+from .checks import Allow, CallContext, ChainResult, Deny, Hold, Outcome, TokenPrice
 from .providers import API_NAMES, adapter_for, client_protocol
 
 __all__ = ["CACHE_HEADER", "CALL_ID_HEADER", "OVERHEAD_HEADER", "handle_call"]
@@ -51,20 +42,11 @@ OVERHEAD_HEADER = "x-paddock-overhead-ms"
 # as they are. Anything else (5xx, the provider refusing *our* key) is the gateway's problem: 502.
 _RELAYED_STATUSES = frozenset({400, 404, 409, 413, 422, 429})
 _NO_USAGE = Usage(0, 0)
+_NOTHING_SPENT = Outcome(0.0)
 
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
-
-
-def _denied(deny: Deny) -> Exception:
-    if deny.kind == "budget":
-        return BudgetExceededError(deny.message, reason=deny.reason, check=deny.check)
-    if deny.kind == "invalid":
-        return InvalidRequestError(deny.message, reason=deny.reason, check=deny.check)
-    if deny.kind == "rate_limit":
-        return RateLimitedError(deny.message, reason=deny.reason, check=deny.check)
-    return PermissionDeniedError(deny.message, reason=deny.reason, check=deny.check)
 
 
 def _candidates(state: GatewayState, call: ClientCall, routes: list[Route]) -> list[Candidate]:
@@ -100,19 +82,29 @@ async def handle_call(
         return _local_count(call)
     if call.endpoint == "count_tokens" and primary.upstream.spec.protocol == "openai":
         return _local_count(call)
-    candidates = _candidates(state, call, routes)
+    chain = state.chains.chain_for(caller.org_id, org)
+    price_in, price_out = state.pricing.token_price(primary.upstream.spec, primary.model)
     ctx = CallContext(
         org_id=caller.org_id,
+        plan=chain.version.partition(":")[0],
         actor=caller.actor,
         runner=caller.runner,
         session=caller.session,
+        key_id=caller.key_id,
+        team_id=caller.team_id,
+        user_id=caller.user_id,
         endpoint=call.endpoint,
         requested_model=call.model,
         provider=primary.provider,
         model=primary.model,
         stream=call.stream,
+        body=call.body,
         body_bytes=call.size,
         estimated_prompt_tokens=estimate_tokens(call.prompt_chars),
+        price=TokenPrice(price_in, price_out),
+        now=time.time(),
+        key_models=caller.key_models,
+        key_skills=caller.key_skills,
         runner_pending_usd=state.ledger.pending_usd(
             f"runner:{caller.runner.id}" if caller.runner else None
         ),
@@ -120,9 +112,70 @@ async def handle_call(
             f"session:{caller.session.id}" if caller.session else None
         ),
     )
-    decision = await state.chain.decide(ctx)
-    if isinstance(decision, Deny):
-        raise _denied(decision)
+    result = await chain.decide(ctx)
+    if not isinstance(result.decision, Allow):
+        await _audit_refusal(state, ctx, result)
+        raise policy_error(result.decision, result.headers)
+    if result.body is not call.body:
+        call = dataclasses.replace(call, body=dict(result.body))
+    response: Response | None = None
+    try:
+        response = await _proceed(state, caller, call, routes, org, result, started)
+        return response
+    finally:
+        # A stream settles when it ends (its `on_end`); every other path has settled by now,
+        # or never reached a provider: release what the chain holds.
+        if not isinstance(response, SseRelay):
+            await result.settle(_NOTHING_SPENT)
+
+
+async def _audit_refusal(state: GatewayState, ctx: CallContext, result: ChainResult) -> None:
+    decision = result.decision
+    assert isinstance(decision, Deny | Hold)
+    data: dict[str, Any] = {
+        "decision": "deny" if isinstance(decision, Deny) else "hold",
+        "step": decision.step,
+        "reason": decision.reason,
+        "message": decision.message,
+        "policy": result.version,
+        "model": ctx.requested_model,
+        "endpoint": ctx.endpoint,
+    }
+    if decision.data:
+        data["details"] = dict(decision.data)
+    event = AuditEvent(
+        org_id=ctx.org_id,
+        actor=ctx.actor,
+        type="policy.denied" if isinstance(decision, Deny) else "policy.held",
+        runner_id=ctx.runner.id if ctx.runner else None,
+        session_id=ctx.session.id if ctx.session else None,
+        data=data,
+    )
+    await state.store.apply([AppendAudit(event)])
+
+
+async def _proceed(
+    state: GatewayState,
+    caller: Caller,
+    call: ClientCall,
+    routes: list[Route],
+    org: OrgGateway,
+    result: ChainResult,
+    started: float,
+) -> Response:
+    primary = routes[0]
+    candidates = _candidates(state, call, routes)
+    headers = dict(result.headers)
+
+    async def record(
+        meta: CallMeta, usage: Usage, *, status: int, latency_ms: float, cache_hit: bool = False
+    ) -> None:
+        recorded = await state.ledger.record(
+            meta, usage, status=status, latency_ms=latency_ms, cache_hit=cache_hit
+        )
+        await result.settle(
+            Outcome(recorded.cost_usd, usage.prompt_tokens, usage.completion_tokens)
+        )
 
     call_id = new_id("llm")
 
@@ -140,16 +193,18 @@ async def handle_call(
             key_id=caller.key_id,
             team_id=caller.team_id,
             user_id=caller.user_id,
+            policy_version=result.version,
+            policy_notes=tuple(result.notes),
         )
 
-    headers = {CALL_ID_HEADER: call_id}
+    headers[CALL_ID_HEADER] = call_id
     key = None
     if call.endpoint != "count_tokens" and _cache_on(state, org):
         key = cache_key(caller.org_id, call.endpoint, primary.provider, primary.model, call.body)
         hit = await state.cache.get(key)
         state.metrics.cache.labels(caller.org_id, "hit" if hit else "miss").inc()
         if hit is not None:
-            await state.ledger.record(
+            await record(
                 meta_for(primary), hit.usage, status=200, latency_ms=0.0, cache_hit=True
             )
             headers[CACHE_HEADER] = "HIT"
@@ -165,10 +220,10 @@ async def handle_call(
         return _counted(call, meta, answer, headers)
     if isinstance(answer, UpstreamError):
         status = 503 if isinstance(answer, ProviderUnavailableError) else 502
-        await state.ledger.record(meta, _NO_USAGE, status=status, latency_ms=_ms(upstream_started))
+        await record(meta, _NO_USAGE, status=status, latency_ms=_ms(upstream_started))
         raise answer
     if isinstance(answer, UpstreamReply) and not answer.ok:
-        await state.ledger.record(
+        await record(
             meta, _NO_USAGE, status=answer.status, latency_ms=_ms(upstream_started)
         )
         return _refusal(call, meta, answer, headers)
@@ -186,7 +241,7 @@ async def handle_call(
         if done.adapter.translated and isinstance(data, dict):
             translated = done.adapter.reply(data, done.route.model, usage)
             body = json.dumps(translated, separators=(",", ":")).encode()
-        await state.ledger.record(meta, usage, status=answer.status, latency_ms=upstream_ms)
+        await record(meta, usage, status=answer.status, latency_ms=upstream_ms)
         if key is not None:
             await state.cache.put(key, CachedAnswer(body, "application/json", usage))
         _overhead(state, call, headers, _ms(started) - upstream_ms)
@@ -206,7 +261,7 @@ async def handle_call(
             cache_write_tokens=end.started.cache_write_tokens if end.started else 0,
             estimated=True,
         )
-        await state.ledger.record(meta, usage, status=end.status, latency_ms=_ms(upstream_started))
+        await record(meta, usage, status=end.status, latency_ms=_ms(upstream_started))
         if key is not None and end.captured is not None:
             await state.cache.put(key, CachedAnswer(end.captured, "text/event-stream", usage))
 

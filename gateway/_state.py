@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from paddock_core import Policies, Store
 
 from ._cache import ResponseCache
-from ._chain import PolicyChain
+from ._chains import ChainSource
 from ._costs import Ledger, Pricing
 from ._metrics import GatewayMetrics
 from ._orgs import OrgSettingsSource
@@ -31,7 +31,7 @@ class GatewayState:
     proxy: Proxy
     pricing: Pricing
     ledger: Ledger
-    chain: PolicyChain
+    chains: ChainSource
     orgs: OrgSettingsSource
     cache: ResponseCache
     breakers: Breakers

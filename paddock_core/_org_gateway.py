@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import os
 from datetime import datetime
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -45,6 +46,10 @@ class OrgGatewayRecord(BaseModel):
     """Provider name -> sealed key (see `seal_provider_key`); never a key in clear."""
     provider_base_urls: dict[str, str] = Field(default_factory=dict)
     """Provider name -> base URL, over policies/providers.yaml (e.g. the org's Azure resource)."""
+    plan: str | None = None
+    """The org's plan (policies/plans.yaml); None: the gateway's default."""
+    policy: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """The org's own step settings (policies/chain.yaml `steps` format), over its plan's."""
     updated_at: datetime = Field(default_factory=utcnow)
 
 

@@ -78,6 +78,10 @@ class ApiKeyRecord(_Record):
     team_id: str | None = None
     user_id: str | None = None
     created_by: str
+    models: list[str] | None = None
+    """This key's own model allowlist (globs), within its org's; None: the org's."""
+    skills: list[str] | None = None
+    """This key's own tool allowlist (globs), within its org's; None: the org's."""
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
     revoked_at: datetime | None = None

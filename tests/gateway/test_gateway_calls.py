@@ -60,6 +60,7 @@ def test_non_stream_call_is_answered_recorded_and_audited(
     assert event.type == "llm.call"
     assert event.actor == f"runner:{runner.runner_id}"
     assert event.session_id == runner.session_id
+    assert str(event.data["policy"]).startswith("team:")  # the chain that allowed it
     assert event.data == {
         "call_id": call.id,
         "model": "fake-gpt",
@@ -71,6 +72,7 @@ def test_non_stream_call_is_answered_recorded_and_audited(
         "latency_ms": call.latency_ms,
         "status": 200,
         "stream": False,
+        "policy": event.data["policy"],
     }
     stored = event.model_dump_json() + call.model_dump_json()
     assert "private-prompt-marker" not in stored

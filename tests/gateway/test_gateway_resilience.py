@@ -293,5 +293,6 @@ def test_written_behind_calls_land_and_budgets_count_them_meanwhile(
     assert caught.value.code == "session_budget_exhausted"  # type: ignore[attr-defined]
     [call] = records.wait_for_calls(seeded.runner_id, 1)
     assert call.cost_usd > 0 and call.status == 200
-    [event] = records.audit(runner_id=seeded.runner_id)
+    [event, denied] = records.audit(runner_id=seeded.runner_id)
     assert event.data["call_id"] == call.id
+    assert (denied.type, denied.data["step"]) == ("policy.denied", "session_budget")

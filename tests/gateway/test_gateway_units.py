@@ -1,32 +1,22 @@
 """Gateway parts without servers: the provider registry, routing, prices, breaker, backoff,
-the policy chain and the cache key."""
+and the cache key."""
 
 from __future__ import annotations
 
-import asyncio
 from decimal import Decimal
 
 import genai_prices
 import pytest
 from pydantic import SecretStr
 
-from gateway import (
-    ALLOW,
-    BudgetCheck,
-    CallContext,
-    Decision,
-    Deny,
-    GatewaySettings,
-    OrgGateway,
-    PolicyChain,
-)
+from gateway import GatewaySettings, OrgGateway
 from gateway._cache import cache_key
 from gateway._costs import Pricing
 from gateway._resilience import Breaker, backoff_s
 from gateway._routing import AliasTable, Router, load_aliases
 from gateway._usage import Usage, anthropic_usage
 from gateway.providers import adapter_for
-from paddock_core import DEFAULT_POLICIES_DIR, InvalidRequestError, SessionRecord, load_policies
+from paddock_core import DEFAULT_POLICIES_DIR, InvalidRequestError, load_policies
 
 POLICIES = load_policies(DEFAULT_POLICIES_DIR)
 NAMED = [
@@ -197,43 +187,6 @@ def test_backoff_is_jittered_exponential_and_honours_retry_after() -> None:
     assert backoff_s(2, base_s=0.5, max_s=8, rng=lambda: 0.25) == 0.5
     assert backoff_s(0, base_s=0.5, max_s=8, retry_after="3") == 3.0
     assert backoff_s(0, base_s=0.5, max_s=8, retry_after="120") == 8.0
-
-
-# --- the policy chain -------------------------------------------------------------------------
-
-
-def _ctx(session: SessionRecord | None = None) -> CallContext:
-    return CallContext("org", "runner:x", None, session, "chat", "m", "p", "m", False, 10, 3)
-
-
-class _Crashes:
-    name = "crashes"
-
-    async def check(self, ctx: CallContext) -> Decision:
-        raise RuntimeError("bug")
-
-
-class _Records:
-    name = "records"
-
-    def __init__(self) -> None:
-        self.seen: list[CallContext] = []
-
-    async def check(self, ctx: CallContext) -> Decision:
-        self.seen.append(ctx)
-        return ALLOW
-
-
-def test_chain_first_deny_wins_and_a_crash_fails_closed() -> None:
-    spent = SessionRecord(id="s", org_id="org", runner_id="r", budget_usd=1.0, spent_usd=1.0)
-    later = _Records()
-    denied = asyncio.run(PolicyChain([BudgetCheck(), later]).decide(_ctx(spent)))
-    assert isinstance(denied, Deny)
-    assert (denied.reason, denied.kind, later.seen) == ("session_budget_exhausted", "budget", [])
-    crashed = asyncio.run(PolicyChain([_Crashes(), later]).decide(_ctx()))
-    assert isinstance(crashed, Deny) and crashed.reason == "check_failed"
-    assert asyncio.run(PolicyChain([BudgetCheck(), later]).decide(_ctx())) == ALLOW
-    assert len(later.seen) == 1
 
 
 # --- the cache key ----------------------------------------------------------------------------

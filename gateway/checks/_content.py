@@ -1,0 +1,190 @@
+"""Where the text, tools, output cap and reasoning settings sit in each protocol's request.
+
+One walker (`_slots`) finds every text slot of a body, with the role of whoever wrote it:
+`system`, `user`, `assistant` or `tool` (tool results, which agents feed back, and are scanned
+like user input). Reading (`extract_texts`) and rewriting (`rewrite_texts`, for redaction) both
+go through it, so they cannot disagree about what a request contains.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Text",
+    "extract_texts",
+    "max_output_tokens",
+    "reasoning_request",
+    "rewrite_texts",
+    "tool_names",
+    "with_max_output_tokens",
+]
+
+Slot = tuple[str, Any, Any]
+"""(role, container, key): `container[key]` is a string."""
+
+
+@dataclass(frozen=True)
+class Text:
+    role: str
+    text: str
+
+
+def _blocks(role: str, content: Any) -> Iterator[Slot]:
+    """A `content`: a string, or a list of parts/blocks (tool results nest another content)."""
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list):
+        return
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind == "tool_result":
+            inner = part.get("content")
+            if isinstance(inner, str):
+                yield ("tool", part, "content")
+            else:
+                yield from _blocks("tool", inner)
+            continue
+        for key in ("text", "thinking"):
+            if isinstance(part.get(key), str):
+                yield (role, part, key)
+
+
+def _content(role: str, holder: Any, key: str) -> Iterator[Slot]:
+    value = holder.get(key) if isinstance(holder, dict) else None
+    if isinstance(value, str):
+        yield (role, holder, key)
+    else:
+        yield from _blocks(role, value)
+
+
+def _role(value: Any) -> str:
+    if value in ("system", "developer"):
+        return "system"
+    if value in ("assistant", "tool"):
+        return str(value)
+    if value == "function":
+        return "tool"
+    return "user"
+
+
+def _slots(endpoint: str, body: Mapping[str, Any]) -> Iterator[Slot]:
+    if endpoint == "embeddings":
+        given = body.get("input")
+        if isinstance(given, str):
+            yield ("user", body, "input")
+        elif isinstance(given, list):
+            for i, item in enumerate(given):
+                if isinstance(item, str):
+                    yield ("user", given, i)
+        return
+    if endpoint == "responses":
+        yield from _content("system", body, "instructions")
+        given = body.get("input")
+        if isinstance(given, str):
+            yield ("user", body, "input")
+            return
+        for item in given if isinstance(given, list) else ():
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "function_call_output":
+                yield from _content("tool", item, "output")
+            elif item.get("type") == "function_call":
+                yield from _content("assistant", item, "arguments")
+            else:
+                yield from _content(_role(item.get("role")), item, "content")
+        return
+    if endpoint in ("messages", "count_tokens"):
+        yield from _content("system", body, "system")
+    for message in body.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        role = _role(message.get("role"))
+        yield from _content(role, message, "content")
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                yield ("assistant", function, "arguments")
+
+
+def extract_texts(endpoint: str, body: Mapping[str, Any]) -> tuple[Text, ...]:
+    return tuple(Text(role, holder[key]) for role, holder, key in _slots(endpoint, body))
+
+
+def rewrite_texts(
+    endpoint: str, body: Mapping[str, Any], fn: Callable[[str, str], str]
+) -> dict[str, Any]:
+    """A copy of `body` with every text replaced by `fn(role, text)`; the original is kept."""
+    copied: dict[str, Any] = copy.deepcopy(dict(body))
+    for role, holder, key in list(_slots(endpoint, copied)):
+        target: MutableMapping[Any, Any] | MutableSequence[Any] = holder
+        target[key] = fn(role, holder[key])
+    return copied
+
+
+def tool_names(endpoint: str, body: Mapping[str, Any]) -> tuple[str, ...]:
+    names: list[str] = []
+    for tool in body.get("tools") or ():
+        if not isinstance(tool, dict):
+            continue
+        function = tool.get("function")
+        if endpoint == "chat" and isinstance(function, dict):
+            name = function.get("name")
+        else:
+            name = tool.get("name") or tool.get("type")
+        if isinstance(name, str) and name:
+            names.append(name)
+    return tuple(names)
+
+
+_OUTPUT_CAPS = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "messages": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+}
+
+
+def _positive_int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def max_output_tokens(endpoint: str, body: Mapping[str, Any]) -> int | None:
+    for key in _OUTPUT_CAPS.get(endpoint, ()):
+        if (value := _positive_int(body.get(key))) is not None:
+            return value
+    return None
+
+
+def with_max_output_tokens(endpoint: str, body: Mapping[str, Any], tokens: int) -> dict[str, Any]:
+    """A copy of `body` whose output cap is `tokens` (in the field its protocol uses)."""
+    keys = _OUTPUT_CAPS.get(endpoint)
+    out = dict(body)
+    if not keys:
+        return out
+    present = [k for k in keys if k in out]
+    for key in present or keys[:1]:
+        out[key] = tokens
+    return out
+
+
+def reasoning_request(endpoint: str, body: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """(effort, budget tokens): OpenAI `reasoning_effort` (chat) or `reasoning.effort`
+    (responses); Anthropic `thinking: {type: enabled, budget_tokens}`."""
+    if endpoint == "chat":
+        effort = body.get("reasoning_effort")
+        return (effort if isinstance(effort, str) else None), None
+    if endpoint == "responses":
+        reasoning = body.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
+        return (effort if isinstance(effort, str) else None), None
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        return "enabled", _positive_int(thinking.get("budget_tokens"))
+    return None, None
