@@ -6,24 +6,27 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from gateway._transport import AiohttpTransport, loopback_only
 from paddock_core import (
+    ApiKeyRecord,
     AuditEvent,
     InsertRunner,
     InsertSession,
     LlmCallRecord,
     OrgGatewayRecord,
     PutObject,
+    Role,
     RunnerRecord,
     SessionRecord,
     Store,
     UpdateObject,
     UpdateRunner,
     hash_token,
+    mint_api_key,
     mint_token,
     new_id,
     open_store,
@@ -112,6 +115,22 @@ class Records:
         self._run(lambda store: store.apply(ops))
         return Seeded(token=token, runner_id=runner_id, session_id=session_id)
 
+    def api_key(self, org_id: str, role: Role = Role.GATEWAY, **fields: Any) -> tuple[str, str]:
+        """A new API key of `org_id` (fields: team_id, user_id, expires_at, models, skills);
+        returns (key id, the key)."""
+        key_id, secret = mint_api_key()
+        record = ApiKeyRecord(
+            id=key_id,
+            org_id=org_id,
+            role=role,
+            name=role.value,
+            key_hash=hash_token(secret),
+            created_by="test",
+            **fields,
+        )
+        self._run(lambda store: store.apply([PutObject("api_key", record)]))
+        return key_id, secret
+
     def set_state(self, runner_id: str, state: str) -> None:
         async def work(store: Store) -> None:
             runner = await store.get_runner(runner_id)
@@ -143,8 +162,8 @@ class Records:
     def calls(self, runner_id: str) -> list[LlmCallRecord]:
         return self._run(lambda store: store.list_llm_calls(runner_id=runner_id))
 
-    def audit(self, *, runner_id: str | None = None) -> list[AuditEvent]:
-        return self._run(lambda store: store.list_audit(ORG, runner_id=runner_id))
+    def audit(self, *, runner_id: str | None = None, org_id: str = ORG) -> list[AuditEvent]:
+        return self._run(lambda store: store.list_audit(org_id, runner_id=runner_id))
 
     def wait_for_calls(
         self, runner_id: str, count: int, timeout_s: float = 5.0

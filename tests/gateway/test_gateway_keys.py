@@ -11,13 +11,9 @@ import pytest
 from openai import OpenAI
 
 from paddock_core import (
-    ApiKeyRecord,
     LlmCallRecord,
-    PutObject,
     Role,
     UpdateObject,
-    hash_token,
-    mint_api_key,
     utcnow,
 )
 from tests.gateway.harness import Records
@@ -34,20 +30,7 @@ def put_key(
     user_id: str | None = None,
     expires_at: datetime | None = None,
 ) -> tuple[str, str]:
-    key_id, secret = mint_api_key()
-    record = ApiKeyRecord(
-        id=key_id,
-        org_id=ORG,
-        role=role,
-        name=role.value,
-        key_hash=hash_token(secret),
-        created_by="test",
-        team_id=team_id,
-        user_id=user_id,
-        expires_at=expires_at,
-    )
-    records._run(lambda store: store.apply([PutObject("api_key", record)]))
-    return key_id, secret
+    return records.api_key(ORG, role, team_id=team_id, user_id=user_id, expires_at=expires_at)
 
 
 def calls_of(records: Records, key_id: str) -> list[LlmCallRecord]:
