@@ -8,12 +8,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from gateway.checks import STEPS, ChainPolicy
 from paddock_core import (
     ApiKeyRecord,
     AppendAudit,
     AuditEvent,
     NotFoundError,
     ObjectKind,
+    OrgGatewayRecord,
     OrgRecord,
     PermissionDeniedError,
     PutObject,
@@ -33,13 +35,32 @@ from paddock_core import (
 from ..settings import ControlPlaneSettings
 from .runners import Principal
 
-__all__ = ["TenancyService"]
+__all__ = ["OrgPolicy", "TenancyService"]
+
+
+class OrgPolicy(BaseModel):
+    """An org's plan and its own governance-chain step settings (policies/chain.yaml format)."""
+
+    org_id: str
+    plan: str
+    """The plan in force (the org's own choice, else chain.yaml's, else the default)."""
+    chosen_plan: str | None
+    steps: dict[str, dict[str, Any]]
+    version: str | None = None
 
 
 class TenancyService:
     def __init__(self, *, store: Store, settings: ControlPlaneSettings) -> None:
         self._store = store
         self._settings = settings
+        self._chain_policy: ChainPolicy | None = None
+
+    def _chains(self) -> ChainPolicy:
+        """The gateway's chain policy files, read once: what an org's settings are checked
+        against (the same validation the gateway applies at start)."""
+        if self._chain_policy is None:
+            self._chain_policy = ChainPolicy.load(self._settings.policies_dir, STEPS)
+        return self._chain_policy
 
     async def ensure_bootstrap_org(self) -> None:
         """The org of the bootstrap admin key exists (created, and audited, at first start)."""
@@ -84,6 +105,45 @@ class TenancyService:
             raise NotFoundError(f"org {org_id} not found", field="org_id")
         return OrgRecord.model_validate(doc)
 
+    # --- an org's plan and chain settings ---------------------------------------------------
+
+    async def get_policy(self, who: Principal, org_id: str) -> OrgPolicy:
+        await self.get_org(who, org_id)
+        doc = await self._store.get_object("org_gateway", org_id) or {}
+        chosen, steps = doc.get("plan"), doc.get("policy") or {}
+        plan = self._chains().plan_of(org_id, chosen)
+        return OrgPolicy(org_id=org_id, plan=plan.name, chosen_plan=chosen, steps=steps)
+
+    async def set_policy(
+        self, who: Principal, org_id: str, plan: str | None, steps: dict[str, dict[str, Any]]
+    ) -> OrgPolicy:
+        """Replace an org's plan and step settings. Platform admin only: a plan and its limits
+        are the operator's to grant, and an org's own settings could loosen them."""
+        await self.get_org(who, org_id)  # another org's: 404, as everywhere
+        if not who.platform:
+            raise PermissionDeniedError(
+                "only the platform admin key can change an org's plan or policy",
+                reason="platform_admin_only",
+            )
+        chains = self._chains()
+        resolved_plan, resolved = chains.resolve(org_id, plan, steps, where="policy")
+        existing = await self._store.get_object("org_gateway", org_id)
+        changes: dict[str, Any] = {"plan": plan, "policy": steps, "updated_at": utcnow()}
+        op: PutObject | UpdateObject = (
+            UpdateObject("org_gateway", org_id, changes)
+            if existing is not None
+            else PutObject("org_gateway", OrgGatewayRecord(id=org_id, org_id=org_id, **changes))
+        )
+        data = {
+            "plan": plan,
+            "steps": steps,
+            "enabled_steps": [spec.name for spec, _ in resolved],
+            "previous_plan": (existing or {}).get("plan"),
+        }
+        event = AuditEvent(org_id=org_id, actor=who.actor, type="policy.set", data=data)
+        await self._store.apply([op, AppendAudit(event)])
+        return OrgPolicy(org_id=org_id, plan=resolved_plan.name, chosen_plan=plan, steps=steps)
+
     # --- teams and users ------------------------------------------------------------------
 
     async def create_team(self, who: Principal, name: str) -> TeamRecord:
@@ -127,6 +187,8 @@ class TenancyService:
         user_id: str | None = None,
         expires_in_s: float | None = None,
         org_id: str | None = None,
+        models: list[str] | None = None,
+        skills: list[str] | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """The new key's record and the key itself, which is never shown again."""
         target = org_id or who.org_id
@@ -157,6 +219,8 @@ class TenancyService:
             user_id=user_id,
             created_by=who.actor,
             expires_at=expires_at,
+            models=models,
+            skills=skills,
         )
         data = {
             "id": key_id,
@@ -165,6 +229,8 @@ class TenancyService:
             "team_id": team_id,
             "user_id": user_id,
             "expires_at": expires_at.isoformat() if expires_at else None,
+            "models": models,
+            "skills": skills,
         }
         await self._put("api_key", record, target, who.actor, "key.created", data)
         return record, secret

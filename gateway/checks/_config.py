@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paddock_core import PaddockError
+from paddock_core import InvalidRequestError
 
 from ._base import PolicyCheck
 from ._chain import PolicyChain
@@ -37,8 +37,9 @@ __all__ = [
 ]
 
 
-class PolicyConfigError(PaddockError):
-    """A policy file (or an org's policy override) is invalid; the message names where."""
+class PolicyConfigError(InvalidRequestError):
+    """A policy file (or an org's policy override) is invalid; the message names where (and
+    `field` the setting, for overrides sent through the control plane)."""
 
     code = "invalid_policy"
 

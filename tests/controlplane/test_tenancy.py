@@ -76,6 +76,7 @@ def test_every_route_hides_other_orgs_objects(platform: str) -> None:
         "/v1/runners/{runner_id}/sessions": {},
         "/v1/sessions/{session_id}/messages": {"content": "hi"},
         "/v1/runners/{runner_id}/egress": {},
+        "/v1/orgs/{org_id}/policy": {},
     }
     schema = create_app(ControlPlaneSettings(admin_key="x"), backend=FakeBackend()).openapi()
     checked = 0

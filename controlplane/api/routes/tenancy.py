@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from paddock_core import ApiKeyRecord, OrgRecord, Role, TeamRecord, UserRecord
 
+from ...services.tenancy import OrgPolicy
 from ..deps import Admin, Reader, Tenancy
 
 router = APIRouter(prefix="/v1", tags=["tenancy"])
@@ -40,6 +41,12 @@ class KeyCreate(_In):
     user_id: str | None = None
     expires_in_s: float | None = Field(None, gt=0, description="lifetime, seconds")
     org_id: str | None = Field(None, description="platform admin only: a key for another org")
+    models: list[str] | None = Field(
+        None, max_length=100, description="model allowlist (globs), within the org's"
+    )
+    skills: list[str] | None = Field(
+        None, max_length=100, description="tool allowlist (globs), within the org's"
+    )
 
 
 class KeyPublic(BaseModel):
@@ -53,6 +60,8 @@ class KeyPublic(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    models: list[str] | None = None
+    skills: list[str] | None = None
 
     @classmethod
     def of(cls, k: ApiKeyRecord) -> KeyPublic:
@@ -71,6 +80,26 @@ async def create_org(body: OrgCreate, who: Admin, tenancy: Tenancy) -> OrgRecord
 @router.get("/orgs/{org_id}")
 async def get_org(org_id: str, who: Reader, tenancy: Tenancy) -> OrgRecord:
     return await tenancy.get_org(who, org_id)
+
+
+class PolicyUpdate(_In):
+    plan: str | None = Field(None, description="a plan of policies/plans.yaml; null: default")
+    steps: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per step, settings over the plan's (policies/chain.yaml `steps` format)",
+    )
+
+
+@router.get("/orgs/{org_id}/policy")
+async def get_org_policy(org_id: str, who: Reader, tenancy: Tenancy) -> OrgPolicy:
+    return await tenancy.get_policy(who, org_id)
+
+
+@router.put("/orgs/{org_id}/policy")
+async def set_org_policy(
+    org_id: str, body: PolicyUpdate, who: Admin, tenancy: Tenancy
+) -> OrgPolicy:
+    return await tenancy.set_policy(who, org_id, body.plan, body.steps)
 
 
 @router.post("/teams", status_code=status.HTTP_201_CREATED)
@@ -103,6 +132,8 @@ async def create_key(body: KeyCreate, who: Admin, tenancy: Tenancy) -> KeyCreate
         user_id=body.user_id,
         expires_in_s=body.expires_in_s,
         org_id=body.org_id,
+        models=body.models,
+        skills=body.skills,
     )
     return KeyCreated(**KeyPublic.of(record).model_dump(), key=secret)
 
