@@ -467,7 +467,7 @@ def audit_verify(path: str | None, cp_path: str | None, url: str) -> None:
 def _verify_file(path: Path, cp_path: Path | None) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from paddock_core import AuditRow, ChainVerifier, verify_checkpoint_signature
+    from paddock_core import AuditRow, ChainVerifier, check_checkpoints
 
     verifier = ChainVerifier()
     hashes: dict[int, str] = {}
@@ -487,21 +487,17 @@ def _verify_file(path: Path, cp_path: Path | None) -> dict[str, Any]:
     report: dict[str, Any] = asdict(verifier.report())
     if cp_path is not None:
         doc = json.loads(cp_path.read_text())
-        checked = 0
-        for cp in doc["checkpoints"]:
-            if not verify_checkpoint_signature(
-                doc["public_key"], org_id, cp["seq"], cp["hash"], cp["signature"]
-            ):
-                problem = f"checkpoint at seq {cp['seq']} has an invalid signature"
-            elif hashes.get(cp["seq"]) != cp["hash"]:
-                problem = f"the chain at seq {cp['seq']} differs from the signed checkpoint"
-            else:
-                checked += 1
-                continue
+        checked, problem = check_checkpoints(
+            doc["public_key"],
+            org_id,
+            [(cp["seq"], cp["hash"], cp["signature"]) for cp in doc["checkpoints"]],
+            hashes,
+            chain_broken=not report["ok"],
+        )
+        if problem is not None:
             report.update(
                 ok=False, problem=report["problem"] or "checkpoint_mismatch", detail=problem
             )
-            break
         report["checkpoints_checked"] = checked
     return report
 

@@ -33,7 +33,7 @@ from ._org_gateway import OrgGatewayRecord, open_provider_key, seal_provider_key
 from ._policies import ModelPrice, Policies, Profile, ProviderSpec, SandboxLevel, load_policies
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, new_id, utcnow
 from ._settings import DEFAULT_POLICIES_DIR, CoreSettings
-from ._signing import CheckpointSigner, verify_checkpoint_signature
+from ._signing import CheckpointSigner, check_checkpoints, verify_checkpoint_signature
 from ._sqlite import SqliteStore
 from ._store import (
     AppendAudit,
@@ -128,6 +128,7 @@ __all__ = [
     "open_store",
     "utcnow",
     "verify_chain",
+    "check_checkpoints",
     "verify_checkpoint_signature",
 ]
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterable, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["CheckpointSigner", "verify_checkpoint_signature"]
+__all__ = ["CheckpointSigner", "check_checkpoints", "verify_checkpoint_signature"]
 
 
 def _message(org_id: str, seq: int, head_hash: str) -> bytes:
@@ -51,3 +52,28 @@ def verify_checkpoint_signature(
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def check_checkpoints(
+    public_key: str,
+    org_id: str,
+    checkpoints: Iterable[tuple[int, str, str]],
+    hashes: Mapping[int, str],
+    *,
+    chain_broken: bool,
+) -> tuple[int, str | None]:
+    """Check signed checkpoints `(seq, hash, signature)` against the hashes a verifier read
+    (`hashes`: seq -> hash, at least at every checkpoint's seq). Returns how many held, and the
+    first problem (None when all held). A checkpoint past the end of an intact chain is a
+    problem (records were cut off); past a broken one, the break is already the finding."""
+    checked = 0
+    for seq, head, signature in sorted(checkpoints):
+        if not verify_checkpoint_signature(public_key, org_id, seq, head, signature):
+            return checked, f"checkpoint at seq {seq} has an invalid signature"
+        if seq in hashes:
+            if hashes[seq] != head:
+                return checked, f"the chain at seq {seq} differs from the signed checkpoint"
+        elif not chain_broken:
+            return checked, f"the chain ends before the signed checkpoint at seq {seq}"
+        checked += 1
+    return checked, None

@@ -24,8 +24,8 @@ from paddock_core import (
     LlmCallRecord,
     Store,
     VerifyReport,
+    check_checkpoints,
     utcnow,
-    verify_checkpoint_signature,
 )
 
 from .runners import Principal
@@ -104,18 +104,13 @@ class AuditService:
             if not rows or verifier.broken is not None:
                 break
             after = rows[-1].seq
-        problem = None
-        for seq, cp in sorted(checkpoints.items()):
-            if not verify_checkpoint_signature(
-                self._signer.public_key, org_id, seq, cp.hash, cp.signature
-            ):
-                problem = f"checkpoint at seq {seq} has an invalid signature"
-            elif seq in seen and seen[seq] != cp.hash:
-                problem = f"the chain at seq {seq} differs from the signed checkpoint"
-            elif seq not in seen and verifier.broken is None:
-                problem = f"the chain ends before the signed checkpoint at seq {seq}"
-            if problem:
-                break
+        _, problem = check_checkpoints(
+            self._signer.public_key,
+            org_id,
+            [(cp.seq, cp.hash, cp.signature) for cp in checkpoints.values()],
+            seen,
+            chain_broken=verifier.broken is not None,
+        )
         return VerifyResult(verifier.report(), len(checkpoints), problem)
 
     async def checkpoints(self, who: Principal) -> list[AuditCheckpoint]:
