@@ -70,6 +70,7 @@ def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_
     from controlplane import ControlPlaneSettings, create_app
     from egress import EgressServer, EgressSettings
     from gateway import GatewaySettings, create_gateway
+    from paddock_core import make_notifier
 
     from .fake_provider import create_fake_provider
     from .serve import AppServer, serve_apps
@@ -86,11 +87,19 @@ def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_
         gw_settings = gw_settings.model_copy(
             update={"provider_base_urls": {**gw_settings.provider_base_urls, "fake": fake_url}}
         )
+    # One notifier for both apps: an event either commits (an LLM call, an approval decision)
+    # wakes the other's followers and waiters at once, with or without Redis.
+    notifier = make_notifier(cp_settings.redis_url)
     apps = [
-        AppServer("control plane", create_app(cp_settings), cp_settings.host, cp_settings.port),
+        AppServer(
+            "control plane",
+            create_app(cp_settings, notifier=notifier),
+            cp_settings.host,
+            cp_settings.port,
+        ),
         AppServer(
             "gateway",
-            create_gateway(gw_settings),
+            create_gateway(gw_settings, notifier=notifier),
             gw_settings.gateway_host,
             gw_settings.gateway_port,
         ),
@@ -125,12 +134,15 @@ def serve(fake_provider: bool | None, fake_provider_port: int, demo: bool, demo_
     egress_settings = EgressSettings(provider_base_urls=gw_settings.provider_base_urls)
 
     async def _serve() -> None:
-        async with EgressServer(egress_settings):
-            await serve_apps(
-                apps,
-                on_started=_demo if demo else None,
-                on_stopping=_demo_cleanup if demo else None,
-            )
+        try:
+            async with EgressServer(egress_settings):
+                await serve_apps(
+                    apps,
+                    on_started=_demo if demo else None,
+                    on_stopping=_demo_cleanup if demo else None,
+                )
+        finally:
+            await notifier.close()
 
     asyncio.run(_serve())
 
