@@ -76,8 +76,8 @@ class Meter(Protocol):
         ...
 
 
-class ChatMeter:
-    """OpenAI chat completions chunks."""
+class _BaseMeter:
+    """The state every meter keeps, and the parse-then-`event` step they share."""
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
@@ -85,14 +85,24 @@ class ChatMeter:
         self.done = False
         self.started: Usage | None = None
 
+    def event(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def payload(self, data: bytes) -> dict[str, Any] | None:
-        if data == b"[DONE]":
-            self.done = True
-            return None
         event = _json(data)
         if event is not None:
             self.event(event)
         return event
+
+
+class ChatMeter(_BaseMeter):
+    """OpenAI chat completions chunks."""
+
+    def payload(self, data: bytes) -> dict[str, Any] | None:
+        if data == b"[DONE]":
+            self.done = True
+            return None
+        return super().payload(data)
 
     def event(self, event: dict[str, Any]) -> None:
         if (usage := openai_usage(event.get("usage"))) is not None:
@@ -113,22 +123,10 @@ class ChatMeter:
                             self.completion_chars += len(function[key])
 
 
-class ResponsesMeter:
+class ResponsesMeter(_BaseMeter):
     """OpenAI Responses API events."""
 
     _FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
-
-    def __init__(self) -> None:
-        self.usage: Usage | None = None
-        self.completion_chars = 0
-        self.done = False
-        self.started: Usage | None = None
-
-    def payload(self, data: bytes) -> dict[str, Any] | None:
-        event = _json(data)
-        if event is not None:
-            self.event(event)
-        return event
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -142,21 +140,8 @@ class ResponsesMeter:
             self.done = True
 
 
-class AnthropicMeter:
-    """Anthropic Messages events."""
-
-    def __init__(self) -> None:
-        self.usage: Usage | None = None
-        self.completion_chars = 0
-        self.done = False
-        self.started: Usage | None = None
-        """The usage of `message_start` (input counts; output so far)."""
-
-    def payload(self, data: bytes) -> dict[str, Any] | None:
-        event = _json(data)
-        if event is not None:
-            self.event(event)
-        return event
+class AnthropicMeter(_BaseMeter):
+    """Anthropic Messages events; `started` is the usage of `message_start` (input counts)."""
 
     def event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -229,7 +229,7 @@ def test_org_settings_override_the_plan_and_disable_steps(tmp_path: Path) -> Non
     assert steps[1][1].model_dump()["max_bytes"] == 10  # the org's own, over its plan's
     with pytest.raises(PolicyConfigError) as caught:
         policy.resolve("org_other", None, {"body_size": {"max_bytes": "big"}})
-    assert caught.value.details["field"] == "steps.body_size"
+    assert caught.value.field == "steps.body_size"
     assert "steps.body_size.max_bytes" in caught.value.message
 
 
