@@ -9,12 +9,15 @@ go through it, so they cannot disagree about what a request contains.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "AgentTurns",
     "Text",
+    "agent_turns",
     "extract_texts",
     "max_output_tokens",
     "reasoning_request",
@@ -188,3 +191,79 @@ def reasoning_request(endpoint: str, body: Mapping[str, Any]) -> tuple[str | Non
     if isinstance(thinking, dict) and thinking.get("type") == "enabled":
         return "enabled", _positive_int(thinking.get("budget_tokens"))
     return None, None
+
+
+@dataclass(frozen=True)
+class AgentTurns:
+    """What the agent did since the last message a person wrote (tool results do not count as
+    one): how many model turns asked for tools, and the calls, in order, as (name, arguments)
+    with arguments in a canonical form (so the same call compares equal however it is spaced).
+    """
+
+    iterations: int
+    calls: tuple[tuple[str, str], ...]
+
+
+def _canonical(arguments: Any) -> str:
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            return str(arguments).strip()
+    return json.dumps(arguments, sort_keys=True, separators=(",", ":"))
+
+
+def _is_person(endpoint: str, message: Mapping[str, Any]) -> bool:
+    if message.get("role") != "user":
+        return False
+    if endpoint != "messages":
+        return True
+    content = message.get("content")
+    if isinstance(content, list):  # a user turn made only of tool results is the agent's loop
+        return any(isinstance(b, dict) and b.get("type") != "tool_result" for b in content)
+    return True
+
+
+def _turn_calls(endpoint: str, item: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The tool calls of one assistant turn (Responses: one `function_call` item)."""
+    if endpoint == "responses":
+        if item.get("type") == "function_call":
+            return [(str(item.get("name")), _canonical(item.get("arguments")))]
+        return []
+    if item.get("role") != "assistant":
+        return []
+    if endpoint == "messages":
+        blocks = item.get("content")
+        return [
+            (str(b.get("name")), _canonical(b.get("input")))
+            for b in (blocks if isinstance(blocks, list) else ())
+            if isinstance(b, dict) and b.get("type") == "tool_use"
+        ]
+    out = []
+    for call in item.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            out.append((str(function.get("name")), _canonical(function.get("arguments"))))
+    return out
+
+
+def agent_turns(endpoint: str, body: Mapping[str, Any]) -> AgentTurns:
+    if endpoint == "responses":
+        items = body.get("input")
+    elif endpoint in ("chat", "messages"):
+        items = body.get("messages")
+    else:
+        return AgentTurns(0, ())
+    if not isinstance(items, list):
+        return AgentTurns(0, ())
+    start = 0
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and _is_person(endpoint, item):
+            start = i + 1
+    iterations = 0
+    calls: list[tuple[str, str]] = []
+    for item in items[start:]:
+        if isinstance(item, dict) and (turn := _turn_calls(endpoint, item)):
+            iterations += 1
+            calls.extend(turn)
+    return AgentTurns(iterations, tuple(calls))

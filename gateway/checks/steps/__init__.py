@@ -8,6 +8,7 @@
     6 cost_estimate    403  13 model_allowlist  403
     7 budget           403  14 skill_allowlist  403
                             15 approval         202
+    and, after 8: loop_guard 403 (or held): an agent calling tools in a loop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from . import (
     body_size,
     cost_estimate,
     entitlement,
+    loop_guard,
     model_allowlist,
     plan,
     session_budget,
@@ -35,6 +37,7 @@ STEPS: dict[str, StepSpec[Any]] = {
         entitlement,
         cost_estimate,
         session_budget,
+        loop_guard,
         model_allowlist,
         skill_allowlist,
     )
