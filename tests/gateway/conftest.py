@@ -26,6 +26,7 @@ from tests.gateway.harness import (
     Seeded,
     loopback_transport,
 )
+from tests.gateway.counters_support import redis_prefix  # noqa: F401  (a fixture)
 from tests.support.servers import serve_app
 
 
@@ -123,3 +124,4 @@ def anthropic_for(gateway_url: str) -> Iterator[Callable[[str], Anthropic]]:
     yield make
     for client in clients:
         client.close()
+
