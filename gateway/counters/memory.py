@@ -120,7 +120,9 @@ class MemoryCounters:
         for b in request.buckets:
             if self._bucket(b.key, now) is None:
                 if b.key in seeds:
-                    self._buckets[b.key] = _Bucket(to_nano(seeds[b.key]), touched=now, ttl_s=b.ttl_s)
+                    self._buckets[b.key] = _Bucket(
+                        to_nano(seeds[b.key]), touched=now, ttl_s=b.ttl_s
+                    )
                 else:
                     missing.append(b.key)
         if missing:
