@@ -166,7 +166,9 @@ class ChainPolicy:
             try:
                 self._specs[name].settings.model_validate(given or {})
             except ValidationError as exc:
-                raise PolicyConfigError(f"{source}/chain.yaml: steps.{name}.{_where(exc)}") from exc
+                raise PolicyConfigError(
+                    f"{source}/chain.yaml: steps.{name}.{_where(exc)}"
+                ) from exc
         for plan in plans_file.plans.values():
             self.resolve(None, plan.name, {}, where=f"{source}/plans.yaml: plans.{plan.name}")
         for org_id, org in chain_file.orgs.items():

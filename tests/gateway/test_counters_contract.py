@@ -79,7 +79,8 @@ def test_a_rate_limit_admits_up_to_its_limit_then_says_when_to_retry(run: Run[No
 
 def test_a_call_is_admitted_under_every_limit_or_none(run: Run[None]) -> None:
     async def body(c: Counters) -> None:
-        wide, narrow = RateLimit("rate:o:tokens", 100, 60.0, 30), RateLimit("rate:k:t", 50, 60.0, 30)
+        wide = RateLimit("rate:o:tokens", 100, 60.0, 30)
+        narrow = RateLimit("rate:k:t", 50, 60.0, 30)
         assert (await c.acquire("a", [wide, narrow])).allowed
         refused = await c.acquire("b", [wide, narrow])
         assert not refused.allowed and refused.denied == 1

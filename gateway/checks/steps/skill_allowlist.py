@@ -57,7 +57,9 @@ class SkillAllowlistCheck:
         if not ctx.tools:
             return ALLOW
         lists = self.lists if ctx.key_skills is None else [*self.lists, ctx.key_skills]
-        forbidden = sorted({t for t in ctx.tools if not all(matches_any((t,), p) for p in lists)})
+        forbidden = sorted(
+            {t for t in ctx.tools if not all(matches_any((t,), p) for p in lists)}
+        )
         if not forbidden:
             return ALLOW
         if self.mode == "strip":
