@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
@@ -145,6 +146,16 @@ class Records:
 
     def audit(self, *, runner_id: str | None = None) -> list[AuditEvent]:
         return self._run(lambda store: store.list_audit(ORG, runner_id=runner_id))
+
+    def audit_of(self, org_id: str) -> list[AuditEvent]:
+        return self._run(lambda store: store.list_audit(org_id))
+
+    def spend_today(self, org_id: str) -> float:
+        """The org's recorded spend (USD) this UTC day."""
+        day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return self._run(
+            lambda store: store.spend_usd(org_id, since=day, until=day + timedelta(days=1))
+        )
 
     def wait_for_calls(
         self, runner_id: str, count: int, timeout_s: float = 5.0
