@@ -19,6 +19,7 @@ from paddock_core import (
     LlmCallRecord,
     OrgGatewayRecord,
     PutObject,
+    RecordLlmCall,
     RunnerRecord,
     SessionRecord,
     Store,
@@ -146,6 +147,22 @@ class Records:
 
     def audit(self, *, runner_id: str | None = None) -> list[AuditEvent]:
         return self._run(lambda store: store.list_audit(ORG, runner_id=runner_id))
+
+    def record_call(self, org_id: str, cost_usd: float, **who: str) -> None:
+        """A call recorded as the gateway would (now), e.g. earlier spend of a team today."""
+        call = LlmCallRecord(
+            id=new_id("llm"),
+            org_id=org_id,
+            runner_id=None,
+            session_id=None,
+            provider="fake",
+            model="fake-gpt",
+            stream=False,
+            cost_usd=cost_usd,
+            status=200,
+            **who,  # type: ignore[arg-type]
+        )
+        self._run(lambda store: store.apply([RecordLlmCall(call)]))
 
     def audit_of(self, org_id: str) -> list[AuditEvent]:
         return self._run(lambda store: store.list_audit(org_id))
