@@ -118,7 +118,8 @@ def test_an_org_daily_budget_counts_what_was_recorded_before(url: str, records: 
     with _client(url, records.runner(org_id=org_id).token) as client:
         with pytest.raises(openai.PermissionDeniedError) as caught:
             client.chat.completions.create(model="fake-gpt", messages=HELLO)
-    assert (caught.value.type, caught.value.code) == ("budget_exceeded", "org_daily_budget_exhausted")
+    assert caught.value.type == "budget_exceeded"
+    assert caught.value.code == "org_daily_budget_exhausted"
     details = caught.value.body["details"]  # type: ignore[index]
     assert details["bucket"].startswith(f"org:{org_id}:day:")
     assert details["remaining_usd"] == pytest.approx(0.0001)
