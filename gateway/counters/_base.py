@@ -17,6 +17,7 @@ the store has recorded: `reserve` answers `NeedsSeed` and the caller retries wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,7 @@ __all__ = [
     "Reservation",
     "ReserveRequest",
     "ReserveResult",
+    "nano_up",
     "to_nano",
 ]
 
@@ -45,6 +47,11 @@ NANO = 1_000_000_000
 
 def to_nano(usd: float) -> int:
     return round(usd * NANO)
+
+
+def nano_up(usd: float) -> int:
+    """`usd` in nano-USD, rounded up (what a reservation takes), float noise aside."""
+    return math.ceil(usd * NANO - 1e-6)
 
 
 class CountersUnavailableError(PaddockError):

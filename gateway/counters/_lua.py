@@ -135,12 +135,12 @@ for i = 1, n do
     - tonumber(redis.call('HGET', h, 'reserved') or '0')
   local afford = -1
   if free >= fixed then
-    if unit <= 0 then afford = units else afford = math.floor((free - fixed) / unit + 1e-9) end
+    if unit <= 0 then afford = units else afford = math.floor((free - fixed) / unit) end
   end
   if afford < units then units = afford end
   if units < min_units then return {'over', i, tostring(free)} end
 end
-local amount = math.ceil(fixed + unit * units)
+local amount = math.ceil(fixed + unit * units - 1e-6)
 for i = 1, n do
   local h, z = KEYS[2*i-1], KEYS[2*i]
   local ms = math.ceil(tonumber(ARGV[5 + 3*i]) * 1000)

@@ -20,6 +20,7 @@ from ._base import (
     Reservation,
     ReserveRequest,
     ReserveResult,
+    nano_up,
     to_nano,
 )
 
@@ -58,7 +59,7 @@ def affordable_units(free: int, fixed: int, unit: float, max_units: int) -> int:
         return -1
     if unit <= 0:
         return max_units
-    return min(max_units, math.floor((free - fixed) / unit + 1e-9))
+    return min(max_units, math.floor((free - fixed) / unit))
 
 
 class MemoryCounters:
@@ -127,7 +128,7 @@ class MemoryCounters:
                     missing.append(b.key)
         if missing:
             return NeedsSeed(tuple(missing))
-        fixed, unit = math.ceil(request.fixed_usd * NANO), request.unit_usd * NANO
+        fixed, unit = nano_up(request.fixed_usd), request.unit_usd * NANO
         units = request.max_units
         found = [self._buckets[b.key] for b in request.buckets]
         for b, state in zip(request.buckets, found, strict=True):
@@ -136,7 +137,7 @@ class MemoryCounters:
             units = min(units, affordable_units(free, fixed, unit, units))
             if units < request.min_units:
                 return Over(b.key, free / NANO)
-        amount = math.ceil(fixed + unit * units)
+        amount = math.ceil(fixed + unit * units - 1e-6)
         for b, state in zip(request.buckets, found, strict=True):
             state.holds[request.reservation_id] = (amount, now + request.lease_s)
             state.reserved += amount

@@ -26,6 +26,7 @@ from ._base import (
     Reservation,
     ReserveRequest,
     ReserveResult,
+    nano_up,
     to_nano,
 )
 
@@ -89,7 +90,7 @@ class RedisCounters:
         seeds = request.seeds or {}
         args: list[Any] = [
             request.reservation_id,
-            math.ceil(request.fixed_usd * NANO),
+            nano_up(request.fixed_usd),
             repr(request.unit_usd * NANO),
             request.max_units,
             request.min_units,
