@@ -11,9 +11,10 @@ a crashed process leaves it to its lease.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,11 +27,25 @@ from ._config import StepSettings
 from ._content import with_max_output_tokens
 from ._deps import ChainDeps
 
-__all__ = ["BudgetHold", "Planned", "ReservingSettings", "reserve", "unavailable"]
+__all__ = [
+    "BudgetHold",
+    "Planned",
+    "ReservingSettings",
+    "new_request_id",
+    "reserve",
+    "unavailable",
+]
 
 logger = logging.getLogger(__name__)
 
 _NO_OUTPUT = frozenset({"embeddings", "count_tokens"})
+_PROCESS = os.urandom(6).hex()  # ids unique across gateway processes without a uuid per call
+_COUNT = itertools.count()
+
+
+def new_request_id(kind: str) -> str:
+    """An id for one call's counters entries, unique across processes sharing a Redis."""
+    return f"{kind}_{_PROCESS}{next(_COUNT):x}"
 
 
 class ReservingSettings(StepSettings):
@@ -136,7 +151,7 @@ async def reserve(
         least = min(settings.min_output_tokens, most)
     input_tokens = math.ceil(ctx.estimated_prompt_tokens * (1 + settings.input_margin))
     request = ReserveRequest(
-        reservation_id=f"rsv_{uuid.uuid4().hex}",
+        reservation_id=new_request_id("rsv"),
         buckets=[p.bucket for p in planned],
         fixed_usd=input_tokens * ctx.price.input,
         unit_usd=ctx.price.output,

@@ -151,10 +151,8 @@ class MemoryCounters:
         if reservation_id in self._settled:
             return {}
         self._settled[reservation_id] = now
-        for rid, at in list(self._settled.items()):  # forget settled ids after a day
-            if at + 86_400 > now:
-                break
-            del self._settled[rid]
+        while (oldest := next(iter(self._settled.items())))[1] + 86_400 <= now:
+            del self._settled[oldest[0]]  # settled a day ago: forget it (insertion order)
         out: dict[str, float] = {}
         for b in buckets:
             state = self._bucket(b.key, now)

@@ -58,6 +58,7 @@ class BudgetCheck:
     def __init__(self, settings: BudgetSettings, deps: ChainDeps) -> None:
         self.settings = settings
         self.deps = deps
+        self._plans: dict[tuple[str | int | None, ...], list[Planned]] = {}
         self._any = any(
             getattr(settings, f"{who}_{period}_usd") is not None
             for who in ("org", "team", "key", "user")
@@ -72,6 +73,16 @@ class BudgetCheck:
         return daily, monthly
 
     def _planned(self, ctx: CallContext) -> list[Planned]:
+        # The buckets of one caller change only with the UTC day: built once per day.
+        key = (ctx.org_id, ctx.team_id, ctx.key_id, ctx.user_id, int(ctx.now // 86_400))
+        found = self._plans.get(key)
+        if found is None:
+            if len(self._plans) > 10_000:
+                self._plans.clear()
+            found = self._plans[key] = self._plan(ctx)
+        return found
+
+    def _plan(self, ctx: CallContext) -> list[Planned]:
         now = datetime.fromtimestamp(ctx.now, UTC)
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         month = day.replace(day=1)

@@ -10,7 +10,6 @@ tokens}` for the tightest limit (streams too); a refusal adds `retry-after` (who
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import dataclass
 
 from pydantic import Field
@@ -19,7 +18,7 @@ from ...counters import CountersUnavailableError, RateLimit, RateResult, RateSta
 from .._base import Allow, CallContext, Decision, Deny, Outcome
 from .._config import Plan, StepSettings, StepSpec
 from .._deps import ChainDeps
-from .._reserve import unavailable
+from .._reserve import new_request_id, unavailable
 
 NAME = "rate_limit"
 
@@ -101,7 +100,7 @@ class RateLimitCheck:
         limits = self._limits(ctx)
         if not limits:
             return Allow()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id("rl")
         try:
             result = await self.deps.counters.acquire(request_id, limits)
         except CountersUnavailableError:
