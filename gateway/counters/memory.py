@@ -26,6 +26,9 @@ from ._base import (
 
 __all__ = ["MemoryCounters"]
 
+_PRUNE_AT = 50_000
+"""Entries kept before expired ones are swept (memory stays bounded by what is live)."""
+
 
 @dataclass
 class _Log:
@@ -127,6 +130,9 @@ class MemoryCounters:
                 else:
                     missing.append(b.key)
         if missing:
+            if len(self._buckets) > _PRUNE_AT:  # counters nobody touched within their TTL
+                for key in [k for k, b in self._buckets.items() if b.touched + b.ttl_s <= now]:
+                    del self._buckets[key]
             return NeedsSeed(tuple(missing))
         fixed, unit = nano_up(request.fixed_usd), request.unit_usd * NANO
         units = request.max_units
@@ -178,6 +184,8 @@ class MemoryCounters:
         now = self._clock()
         if self._once.get(key, 0.0) > now:
             return False
+        if len(self._once) > _PRUNE_AT:
+            self._once = {k: until for k, until in self._once.items() if until > now}
         self._once[key] = now + ttl_s
         return True
 
