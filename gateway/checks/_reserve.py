@@ -58,6 +58,11 @@ class ReservingSettings(StepSettings):
     alert_thresholds: tuple[float, ...] = Field(
         default=(0.5, 0.8, 1.0), description="fractions of a budget that raise budget.alert"
     )
+    lower_client_cap: bool = Field(
+        default=False,
+        description="True: a max_tokens the client set that the budgets cannot pay is lowered"
+        " to what they can (down to min_output_tokens); False: the call is refused",
+    )
     alert_webhook_url: HttpUrl | None = None
 
 
@@ -141,14 +146,15 @@ async def reserve(
 ) -> Decision:
     if not planned or ctx.endpoint == "count_tokens":
         return Allow()
-    client_cap = ctx.client_max_output_tokens
+    # A cap the client chose is reserved whole (or the call refused) unless the policy lets
+    # it be lowered; a cap a check set for the client (an earlier budget) may be lowered.
+    fixed_cap = ctx.client_max_output_tokens is not None and not settings.lower_client_cap
+    current = ctx.max_output_tokens
     if ctx.endpoint in _NO_OUTPUT:
         most = least = 0
-    elif client_cap is not None:
-        most = least = client_cap
     else:
-        most = ctx.max_output_tokens or deps.default_max_tokens
-        least = min(settings.min_output_tokens, most)
+        most = current or deps.default_max_tokens
+        least = most if fixed_cap else min(settings.min_output_tokens, most)
     input_tokens = math.ceil(ctx.estimated_prompt_tokens * (1 + settings.input_margin))
     request = ReserveRequest(
         reservation_id=new_request_id("rsv"),
@@ -180,7 +186,7 @@ async def reserve(
             found.reason,
             f"{found.what} cannot pay for this call: ${remaining:.6f} of"
             f" ${found.bucket.limit_usd:.6f} left, the call needs up to ${needed:.6f}"
-            + ("" if client_cap is None else f" (max_tokens {client_cap})"),
+            + (f" (max_tokens {most})" if fixed_cap else ""),
             data={
                 "bucket": found.bucket.key,
                 "budget_usd": found.bucket.limit_usd,
@@ -196,6 +202,6 @@ async def reserve(
         settings.alert_thresholds,
     )
     body = None
-    if client_cap is None and most > 0 and result.units != ctx.max_output_tokens:
+    if most > 0 and result.units != current:
         body = with_max_output_tokens(ctx.endpoint, ctx.body, result.units)
     return Allow(body=body, hold=hold)

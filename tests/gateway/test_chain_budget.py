@@ -105,3 +105,19 @@ def test_output_tokens_count_against_the_token_limit_once_settled(tmp_path: Path
         assert int(refused.headers["retry-after"]) >= 1
 
     _run(tmp_path, body)
+
+
+def test_a_policy_may_lower_a_client_cap_instead_of_refusing(tmp_path: Path) -> None:
+    async def body(deps: ChainDeps, _: MemoryCounters) -> None:
+        asked = {"model": "fake-gpt", "messages": [{"role": "user", "content": "hi"}]}
+        ctx = make_ctx(body={**asked, "max_tokens": 8192}, session=_session(0.0016))
+        strict = SessionBudgetCheck(SessionBudgetSettings(), deps)
+        assert isinstance(await strict.check(ctx), Deny)
+        lenient = SessionBudgetCheck(SessionBudgetSettings(lower_client_cap=True), deps)
+        lowered = await lenient.check(ctx)
+        assert isinstance(lowered, Allow) and lowered.body is not None
+        assert lowered.body["max_tokens"] == 102  # ($0.0016 - 12 input tokens) / $15 per Mtok
+        assert lowered.hold is not None
+        await lowered.hold.settle(Outcome(0.0))
+
+    _run(tmp_path, body)
