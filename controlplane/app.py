@@ -149,19 +149,21 @@ def create_app(
             settings.policies_dir, policies, extra_provider_hosts=settings.egress_provider_hosts
         )
         app.state.egress = EgressService(store=store, runners=runner_service, policy=egress_policy)
-        watch = RunnerWatch(
-            store=store,
-            backend=runner_backend,
-            runners=runner_service,
-            interval_s=settings.watch_interval_s,
-        )
-        watch.start()
         app.state.sessions = SessionService(
             store=store,
             runners=runner_service,
             http=http,
             message_timeout_s=settings.message_timeout_s,
+            on_budget_exhausted=settings.on_budget_exhausted,
         )
+        watch = RunnerWatch(
+            store=store,
+            backend=runner_backend,
+            runners=runner_service,
+            sessions=app.state.sessions,
+            interval_s=settings.watch_interval_s,
+        )
+        watch.start()
         logger.info("control plane up (backend %s)", runner_backend.name)
         try:
             yield

@@ -32,6 +32,11 @@ class ControlPlaneSettings(CoreSettings):
     ready_timeout_s: float = Field(180.0, gt=0, description="provisioning → ready, seconds")
     probe_interval_s: float = Field(0.25, gt=0)
     message_timeout_s: float = Field(600.0, gt=0, description="one agent turn, seconds")
+    on_budget_exhausted: Literal["ready", "stop"] = Field(
+        "ready",
+        description="when the gateway finds a session out of budget, the session is closed"
+        " (reason budget_exhausted) and its runner goes back to ready, or is stopped",
+    )
     follow_poll_s: float = Field(
         1.0, gt=0, description="followers re-read the store at least this often, seconds"
     )

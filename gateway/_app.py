@@ -41,7 +41,8 @@ from ._routing import Router, load_aliases
 from ._settings import GatewaySettings
 from ._state import GatewayState
 from ._transport import AiohttpTransport, HttpxTransport, UpstreamTransport
-from .checks import STEPS, ChainDeps, ChainPolicy, PolicyCheck
+from .checks import STEPS, BudgetAlerts, ChainDeps, ChainPolicy, PolicyCheck
+from .counters import Counters, make_counters
 
 __all__ = ["create_gateway"]
 
@@ -86,6 +87,7 @@ def create_gateway(
     org_settings: OrgSettingsSource | None = None,
     cache: ResponseCache | None = None,
     notifier: Notifier | None = None,
+    counters: Counters | None = None,
 ) -> FastAPI:
     """The gateway app.
 
@@ -94,7 +96,8 @@ def create_gateway(
     chain for every org, in order (default: built per org from policies/chain.yaml and
     plans.yaml); `org_settings` where orgs' gateway settings
     come from (default: the store, keys unsealed with `secret_key`); `cache` the response cache
-    (default: in memory).
+    (default: in memory); `counters` the rate-limit and budget counters (default: Redis when
+    `redis_url` is set, else in process).
     """
 
     @asynccontextmanager
@@ -116,13 +119,24 @@ def create_gateway(
             metrics = GatewayMetrics()
             pricing = Pricing(policies)
             ledger = Ledger(store, pricing, metrics, durable=settings.durable_before_answer)
+            shared = counters or make_counters(settings.redis_url, prefix=settings.counters_prefix)
+            if counters is None:
+                stack.push_async_callback(shared.close)
+            secret = settings.alert_webhook_secret
+            alerts = BudgetAlerts(
+                store, shared, webhook_secret=secret.get_secret_value() if secret else None
+            )
+            stack.push_async_callback(alerts.close)
+            deps = ChainDeps(
+                store=store,
+                default_max_tokens=settings.default_max_tokens,
+                counters=shared,
+                counters_fail_open=settings.counters_failure_mode == "open",
+                reservation_lease_s=settings.reservation_lease_s,
+                alerts=alerts,
+            )
             chains: ChainSource = (
-                FixedChain(checks)
-                if checks is not None
-                else ConfiguredChains(
-                    chain_policy,
-                    ChainDeps(store=store, default_max_tokens=settings.default_max_tokens),
-                )
+                FixedChain(checks) if checks is not None else ConfiguredChains(chain_policy, deps)
             )
             stack.push_async_callback(ledger.drain)  # before the store closes
             app.state.gateway = GatewayState(

@@ -94,6 +94,7 @@ _TYPE_BY_STATUS = {
     403: "permission_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
+    503: "service_unavailable",
 }
 
 
@@ -211,7 +212,7 @@ def _status_of(exc: PaddockError) -> tuple[int, str]:
 async def _policy_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PolicyDeniedError)
     type_ = _TYPE_BY_STATUS.get(exc.status, "permission_error")
-    if exc.step in _BUDGET_STEPS:
+    if exc.step in _BUDGET_STEPS and exc.status == 403:
         type_ = "budget_exceeded"
     extra: dict[str, object] = {"step": exc.step}
     if exc.data:

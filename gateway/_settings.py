@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from paddock_core import CoreSettings
@@ -75,4 +77,21 @@ class GatewaySettings(CoreSettings):
     )
     metrics_public: bool = Field(
         default=False, description="serve /metrics without the admin key (trusted networks only)"
+    )
+    counters_failure_mode: Literal["closed", "open"] = Field(
+        default="closed",
+        description="when the counters' Redis is unreachable: closed answers 503, open lets"
+        " calls through unmetered (rate limits and budgets then do not hold)",
+    )
+    counters_prefix: str = Field(
+        default="paddock:", description="prefix of every Redis key of the counters"
+    )
+    reservation_lease_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="seconds a budget reservation lives if its call never settles (a crashed"
+        " process); longer than the longest call",
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key signing budget alert webhooks"
     )

@@ -363,6 +363,30 @@ class MongoStore:
         docs = await self._find("llm_calls", query, [("created_at", ASCENDING), *_BY_ID])
         return [LlmCallRecord.model_validate(d["doc"]) for d in docs]
 
+    async def spend_usd(
+        self,
+        org_id: str,
+        *,
+        since: datetime,
+        until: datetime,
+        team_id: str | None = None,
+        key_id: str | None = None,
+        user_id: str | None = None,
+    ) -> float:
+        match: Doc = {"org_id": org_id, "created_at": _window(since, until)}
+        for name, value in (("team_id", team_id), ("key_id", key_id), ("user_id", user_id)):
+            if value is not None:
+                match[f"doc.{name}"] = value
+        pipeline: list[Doc] = [
+            {"$match": match},
+            {"$group": {"_id": None, "total": {"$sum": "$doc.cost_usd"}}},
+        ]
+        try:
+            found = await (await self._c("llm_calls").aggregate(pipeline)).to_list()
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB read failed: {exc}") from exc
+        return float(found[0]["total"]) if found else 0.0
+
     async def list_audit(
         self,
         org_id: str,

@@ -462,6 +462,29 @@ class SqliteStore:
         )
         return [LlmCallRecord.model_validate_json(r[0]) for r in rows]
 
+    async def spend_usd(
+        self,
+        org_id: str,
+        *,
+        since: datetime,
+        until: datetime,
+        team_id: str | None = None,
+        key_id: str | None = None,
+        user_id: str | None = None,
+    ) -> float:
+        where = ["org_id = ?", "created_at >= ?", "created_at < ?"]
+        args: list[Any] = [org_id, format_time(since), format_time(until)]
+        for name, value in (("team_id", team_id), ("key_id", key_id), ("user_id", user_id)):
+            if value is not None:
+                where.append(f"json_extract(doc, '$.{name}') = ?")
+                args.append(value)
+        rows = await self._fetch(
+            f"SELECT TOTAL(json_extract(doc, '$.cost_usd')) FROM llm_calls"
+            f" WHERE {' AND '.join(where)}",
+            tuple(args),
+        )
+        return float(rows[0][0])
+
     async def list_audit(
         self,
         org_id: str,

@@ -170,6 +170,20 @@ class Store(Protocol):
         """Calls in time order; at least one of session_id, runner_id, org_id is required."""
         ...
 
+    async def spend_usd(
+        self,
+        org_id: str,
+        *,
+        since: datetime,
+        until: datetime,
+        team_id: str | None = None,
+        key_id: str | None = None,
+        user_id: str | None = None,
+    ) -> float:
+        """Total cost (USD) of an org's calls in [since, until), of one team, key or user
+        when given (what budgets are seeded from)."""
+        ...
+
     async def list_audit(
         self,
         org_id: str,

@@ -19,6 +19,7 @@ import httpx
 from paddock_core import (
     AppendAudit,
     AuditEvent,
+    AuditQuery,
     BackendError,
     ConflictError,
     InsertSession,
@@ -38,6 +39,9 @@ from .runners import Principal, RunnerService
 __all__ = ["MessageEvent", "SessionService", "SpendReport"]
 
 logger = logging.getLogger(__name__)
+
+_EXHAUSTED = "budget.exhausted"
+"""Audited by the gateway when a session's budget cannot pay for another call."""
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,12 @@ class SessionService:
         runners: RunnerService,
         http: httpx.AsyncClient,
         message_timeout_s: float,
+        on_budget_exhausted: str = "ready",
     ) -> None:
+        """`on_budget_exhausted`: `ready` or `stop`, what a runner whose session ran out of
+        budget becomes."""
         self._store = store
+        self._on_exhausted = on_budget_exhausted
         self._runners = runners
         self._http = http
         self._message_timeout_s = message_timeout_s
@@ -145,6 +153,26 @@ class SessionService:
         )
         return await self.get(who, session_id)
 
+    async def close_if_exhausted(self, who: Principal, session_id: str) -> bool:
+        """Close an open session the gateway found out of budget (it audits
+        `budget.exhausted`; spend at the budget counts too) with reason `budget_exhausted`:
+        its runner goes back to ready, then stops if so configured. True if it closed it."""
+        session = await self._store.get_session(session_id)
+        if session is None or session.state != "open" or session.budget_usd is None:
+            return False
+        if session.spent_usd < session.budget_usd:
+            query = AuditQuery(session_id=session_id, types=(_EXHAUSTED,), limit=1)
+            if not await self._store.list_audit(session.org_id, query=query):
+                return False
+        try:
+            await self.close(who, session_id, reason="budget_exhausted")
+            if self._on_exhausted == "stop":
+                await self._runners.stop(who, session.runner_id, reason="budget_exhausted")
+        except ConflictError:  # closed or stopped meanwhile: nothing left to do
+            return False
+        logger.info("session %s closed: budget exhausted", session_id)
+        return True
+
     async def spend(self, who: Principal, session_id: str) -> SpendReport:
         session = await self.get(who, session_id)
         return SpendReport(session, await self._store.list_llm_calls(session_id=session_id))
@@ -191,17 +219,19 @@ class SessionService:
         if error is not None:
             yield MessageEvent("error", {"error": {"code": "agent_error", "message": error}})
             return
+        # The agent's calls during this turn may have used the session's budget up.
+        closed = await self.close_if_exhausted(who, session.id)
         current = await self._store.get_session(session.id)
-        yield MessageEvent(
-            "done",
-            {
-                "session_id": session.id,
-                "reply": reply,
-                "duration_ms": duration_ms,
-                "spent_usd": current.spent_usd if current else None,
-                "budget_usd": session.budget_usd,
-            },
-        )
+        done: dict[str, Any] = {
+            "session_id": session.id,
+            "reply": reply,
+            "duration_ms": duration_ms,
+            "spent_usd": current.spent_usd if current else None,
+            "budget_usd": session.budget_usd,
+        }
+        if closed:
+            done["closed"] = "budget_exhausted"
+        yield MessageEvent("done", done)
 
     async def _agent_turn(
         self, runner: RunnerRecord, session: SessionRecord, content: str

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 
-from paddock_core import ConflictError, PaddockError, RunnerRecord, Store
+from paddock_core import AuditQuery, ConflictError, PaddockError, RunnerRecord, Store
 
 from ..backends import ObservedRunner, RunnerBackend
 from ..domain import RunnerState
-from .runners import RunnerService
+from .runners import Principal, RunnerService
+from .sessions import SessionService
 
 __all__ = ["RunnerWatch"]
 
@@ -37,11 +38,14 @@ class RunnerWatch:
         store: Store,
         backend: RunnerBackend,
         runners: RunnerService,
+        sessions: SessionService | None = None,
         interval_s: float = 1.0,
     ) -> None:
         self._store = store
         self._backend = backend
         self._runners = runners
+        self._sessions = sessions
+        self._exhausted_seen: dict[str, int] = {}  # org -> seq of the last budget.exhausted read
         self._interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self._stopping: set[asyncio.Task[None]] = set()
@@ -75,6 +79,7 @@ class RunnerWatch:
         ]
         if not live:
             return []
+        await self._close_exhausted(live)
         observed = {o.runner_id: o for o in await self._backend.list_runners()}
         failed = []
         for runner in live:
@@ -83,6 +88,22 @@ class RunnerWatch:
                 if await self._fail(runner, seen):
                     failed.append(runner.id)
         return failed
+
+    async def _close_exhausted(self, live: list[RunnerRecord]) -> None:
+        """Sessions the gateway found out of budget between agent turns (an agent working on
+        its own) are closed here; after a turn, the session service does it at once."""
+        if self._sessions is None:
+            return
+        open_sessions = {r.session_id: r for r in live if r.session_id is not None}
+        # list_audit filters by type in the store; `after_seq` skips what earlier passes read.
+        for org_id in {r.org_id for r in open_sessions.values()}:
+            after = self._exhausted_seen.get(org_id, 0)
+            query = AuditQuery(types=("budget.exhausted",), after_seq=after, limit=100)
+            for event in await self._store.list_audit(org_id, query=query):
+                self._exhausted_seen[org_id] = event.seq
+                if event.session_id in open_sessions and event.session_id is not None:
+                    who = Principal(org_id=org_id, actor="system")
+                    await self._sessions.close_if_exhausted(who, event.session_id)
 
     async def _fail(self, runner: RunnerRecord, seen: ObservedRunner) -> bool:
         code = seen.reason or "exited"

@@ -1,6 +1,7 @@
 """The governance chain: a frozen `CallContext` in, one `Decision` out, per step, in the order
 policies/chain.yaml gives; see `_base` for the port and `steps/` for the fifteen steps."""
 
+from ._alerts import SIGNATURE_HEADER, AlertTarget, BudgetAlerts
 from ._base import (
     ALLOW,
     Allow,
@@ -21,7 +22,10 @@ from .steps import STEPS
 
 __all__ = [
     "ALLOW",
+    "SIGNATURE_HEADER",
     "STEPS",
+    "AlertTarget",
+    "BudgetAlerts",
     "Allow",
     "CallContext",
     "ChainDeps",

@@ -83,6 +83,8 @@ class CallContext:
     runner_pending_usd: float = 0.0
     """Spend of the runner's answered calls not yet in `runner.spent_usd` (written behind)."""
     session_pending_usd: float = 0.0
+    client_body: Mapping[str, Any] | None = None
+    """The body as the client sent it, once a check has rewritten `body` (None: `body` is it)."""
 
     @cached_property
     def texts(self) -> tuple[Text, ...]:
@@ -99,6 +101,11 @@ class CallContext:
         """The client's output cap (`max_tokens`, `max_completion_tokens`,
         `max_output_tokens`), or None when it set none."""
         return max_output_tokens(self.endpoint, self.body)
+
+    @cached_property
+    def client_max_output_tokens(self) -> int | None:
+        """The output cap the client itself set (not one a check set for it)."""
+        return max_output_tokens(self.endpoint, self.client_body or self.body)
 
     @cached_property
     def reasoning(self) -> tuple[str | None, int | None]:

@@ -78,6 +78,7 @@ class PolicyChain:
             if decision.note:
                 result.notes.append(f"{check.name}: {decision.note}")
             if decision.body is not None:
-                ctx = dataclasses.replace(ctx, body=decision.body)
+                original = ctx.body if ctx.client_body is None else ctx.client_body
+                ctx = dataclasses.replace(ctx, body=decision.body, client_body=original)
                 result.body = decision.body
         return result

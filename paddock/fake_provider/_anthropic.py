@@ -123,7 +123,7 @@ def add_anthropic_routes(
             return anthropic_error(400, "max_tokens: Field required")
         users, chars = _input_text(body)
         tools = [str(t.get("name")) for t in body.get("tools") or () if isinstance(t, dict)]
-        script = read_script(users, chars, request.headers, state, tools)
+        script = read_script(users, chars, request.headers, state, tools, body["max_tokens"])
         if script.fail is not None:
             return anthropic_error(script.fail, f"fake provider failing on purpose ({script.fail})")
         message = {

@@ -166,7 +166,8 @@ def add_openai_routes(
         # A tool result is the latest turn, as a user message would be.
         users = [text_of(m.get("content")) for m in dicts if m.get("role") in ("user", "tool")]
         tools = [str(t.get("function", {}).get("name")) for t in body.get("tools") or ()]
-        script = read_script(users, sum(map(len, texts)), request.headers, state, tools)
+        cap = body.get("max_completion_tokens") or body.get("max_tokens")
+        script = read_script(users, sum(map(len, texts)), request.headers, state, tools, cap)
         if script.fail is not None:
             return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
         base = {
@@ -203,7 +204,9 @@ def add_openai_routes(
         users, chars = _responses_text(body.get("input"))
         instructions = body.get("instructions")
         chars += len(instructions) if isinstance(instructions, str) else 0
-        script = read_script(users, chars, request.headers, state)
+        script = read_script(
+            users, chars, request.headers, state, max_tokens=body.get("max_output_tokens")
+        )
         if script.fail is not None:
             return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
         text = {"type": "output_text", "text": script.reply, "annotations": [], "logprobs": []}

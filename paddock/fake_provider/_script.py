@@ -16,7 +16,8 @@ agents resend the whole conversation every turn):
     NO_USAGE            report no usage at all
 
 Token counts: prompt = ceil(characters of all input text / 4), completion = ceil(reply / 4)
-(for a tool call: of its name and JSON arguments) plus REASON.
+(for a tool call: of its name and JSON arguments) plus REASON. Like a provider, a text reply
+stops at the request's output cap (`max_tokens` and kin: 4 characters a token).
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ def read_script(
     headers: Mapping[str, str],
     state: FakeState,
     tool_names: Iterable[str] = (),
+    max_tokens: Any = None,
 ) -> Script:
     last = user_texts[-1] if user_texts else ""
     word = None
@@ -132,6 +134,8 @@ def read_script(
         tool = match.group(1)
         arguments = json.dumps({"echo": word or "x"})
     reasoning = _int("REASON", last) or 0
+    if isinstance(max_tokens, int) and max_tokens > 0 and not tool:
+        reply = reply[: max(max_tokens - reasoning, 0) * 4]
     generated = len(tool) + len(arguments) if tool else len(reply)
     prompt = tokens(all_text_chars)
     return Script(

@@ -556,6 +556,37 @@ def test_list_llm_calls_by_key_and_time(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_spend_of_an_org_team_key_or_user_in_a_window(backend: Backend) -> None:
+    at = [T0 + timedelta(hours=i) for i in range(4)]
+
+    def made(cost: float, when: datetime, **who: str) -> LlmCallRecord:
+        return call("org_a", None, None, cost_usd=cost, at=when).model_copy(update=who)
+
+    calls = [
+        made(0.5, at[0], team_id="t1", key_id="k1", user_id="u1"),
+        made(0.25, at[1], team_id="t1", key_id="k2"),
+        made(0.125, at[2], team_id="t2", user_id="u1"),
+        made(1.0, at[3]),
+        call("org_b", None, None, cost_usd=8.0, at=at[1]),
+    ]
+
+    async def body(store: Store) -> None:
+        await store.apply([RecordLlmCall(c) for c in calls])
+        end = at[3]  # exclusive
+        assert await store.spend_usd("org_a", since=at[0], until=end) == pytest.approx(0.875)
+        assert await store.spend_usd("org_a", since=at[1], until=end) == pytest.approx(0.375)
+        assert await store.spend_usd(
+            "org_a", since=at[0], until=end, team_id="t1"
+        ) == pytest.approx(0.75)
+        assert await store.spend_usd("org_a", since=at[0], until=end, key_id="k2") == 0.25
+        assert await store.spend_usd(
+            "org_a", since=at[0], until=end, user_id="u1"
+        ) == pytest.approx(0.625)
+        assert await store.spend_usd("org_c", since=at[0], until=end) == 0.0
+
+    backend.run(body)
+
+
 # --- lifecycle ------------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from gateway import GatewaySettings, create_gateway
 from paddock.fake_provider import FakeState, create_fake_provider
+from tests.gateway.counters_support import redis_prefix  # noqa: F401  (a fixture)
 from tests.gateway.harness import (
     ADMIN_KEY,
     FAKE_PROVIDER_KEY,
@@ -123,3 +124,4 @@ def anthropic_for(gateway_url: str) -> Iterator[Callable[[str], Anthropic]]:
     yield make
     for client in clients:
         client.close()
+

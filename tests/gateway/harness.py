@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -19,6 +20,7 @@ from paddock_core import (
     LlmCallRecord,
     OrgGatewayRecord,
     PutObject,
+    RecordLlmCall,
     Role,
     RunnerRecord,
     SessionRecord,
@@ -164,6 +166,32 @@ class Records:
 
     def audit(self, *, runner_id: str | None = None, org_id: str = ORG) -> list[AuditEvent]:
         return self._run(lambda store: store.list_audit(org_id, runner_id=runner_id))
+
+    def record_call(self, org_id: str, cost_usd: float, **who: str) -> None:
+        """A call recorded as the gateway would (now), e.g. earlier spend of a team today."""
+        call = LlmCallRecord(
+            id=new_id("llm"),
+            org_id=org_id,
+            runner_id=None,
+            session_id=None,
+            provider="fake",
+            model="fake-gpt",
+            stream=False,
+            cost_usd=cost_usd,
+            status=200,
+            **who,  # type: ignore[arg-type]
+        )
+        self._run(lambda store: store.apply([RecordLlmCall(call)]))
+
+    def audit_of(self, org_id: str) -> list[AuditEvent]:
+        return self._run(lambda store: store.list_audit(org_id))
+
+    def spend_today(self, org_id: str) -> float:
+        """The org's recorded spend (USD) this UTC day."""
+        day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return self._run(
+            lambda store: store.spend_usd(org_id, since=day, until=day + timedelta(days=1))
+        )
 
     def wait_for_calls(
         self, runner_id: str, count: int, timeout_s: float = 5.0

@@ -10,6 +10,7 @@ import pytest
 from openai import OpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
+from paddock.fake_provider import FakeState
 from paddock_core import mint_token
 from tests.gateway.conftest import MAX_BODY
 from tests.gateway.harness import Records, Seeded
@@ -114,18 +115,43 @@ def test_exhausted_runner_budget_is_403(
     assert caught.value.code == "runner_budget_exhausted"
 
 
-def test_the_call_that_reaches_the_budget_is_the_last_one(
-    records: Records, client_for: Callable[[str], OpenAI]
+def test_a_session_budget_caps_max_tokens_then_refuses_what_it_cannot_pay(
+    records: Records, client_for: Callable[[str], OpenAI], fake_state: FakeState
 ) -> None:
-    seeded = records.runner(session_budget_usd=1e-6)  # one fake-gpt call costs ~1e-4 USD
+    """fake-gpt: $5 / $15 per Mtok. $0.0004 pays the input of "hello" and ~25 output tokens:
+    the gateway asks for no more; after the reply (~11 tokens) what is left cannot pay the
+    16 output tokens a reply needs at least."""
+    seeded = records.runner(session_budget_usd=0.0004)
     client = client_for(seeded.token)
-    client.chat.completions.create(model="fake-gpt", messages=HELLO)
+    reply = client.chat.completions.create(model="fake-gpt", messages=HELLO)
+    assert reply.choices[0].message.content
+    granted = fake_state.last_bodies[-1]["max_completion_tokens"]
+    assert 16 <= granted < 30
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client.chat.completions.create(model="fake-gpt", messages=HELLO, stream=True)
     assert caught.value.code == "session_budget_exhausted"
+    details = caught.value.body["details"]  # type: ignore[index]
+    assert details["bucket"] == f"session:{seeded.session_id}"
+    assert details["remaining_usd"] < details["needed_usd"]
     [call] = records.calls(seeded.runner_id)
     assert seeded.session_id is not None
-    assert records.get_session(seeded.session_id).spent_usd == pytest.approx(call.cost_usd)
+    spent = records.get_session(seeded.session_id).spent_usd
+    assert spent == pytest.approx(call.cost_usd) and spent <= 0.0004
+    kinds = [e.type for e in records.audit(runner_id=seeded.runner_id)]
+    assert kinds.count("budget.exhausted") == 1
+
+
+def test_a_client_cap_the_budget_cannot_pay_is_refused_not_lowered(
+    records: Records, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = records.runner(session_budget_usd=0.0004)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client_for(seeded.token).chat.completions.create(
+            model="fake-gpt", messages=HELLO, max_tokens=1000
+        )
+    assert caught.value.code == "session_budget_exhausted"
+    assert "max_tokens 1000" in caught.value.message
+    assert records.calls(seeded.runner_id) == []
 
 
 # --- bad input --------------------------------------------------------------------------------

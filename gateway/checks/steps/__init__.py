@@ -18,11 +18,13 @@ from typing import Any
 from .._config import StepSpec
 from . import (
     body_size,
+    budget,
     cost_estimate,
     entitlement,
     loop_guard,
     model_allowlist,
     plan,
+    rate_limit,
     session_budget,
     skill_allowlist,
 )
@@ -34,8 +36,10 @@ STEPS: dict[str, StepSpec[Any]] = {
     for m in (
         plan,
         body_size,
+        rate_limit,
         entitlement,
         cost_estimate,
+        budget,
         session_budget,
         loop_guard,
         model_allowlist,
