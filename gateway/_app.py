@@ -32,6 +32,7 @@ from ._chains import ChainSource, ConfiguredChains, FixedChain
 from ._costs import Ledger, Pricing
 from ._errors import install_error_handlers
 from ._metrics import GatewayMetrics
+from ._moderation import ModerationClient
 from ._orgs import OrgSettingsSource, StoredOrgSettings
 from ._proxy import Proxy
 from ._resilience import Breakers
@@ -41,7 +42,7 @@ from ._routing import Router, load_aliases
 from ._settings import GatewaySettings
 from ._state import GatewayState
 from ._transport import AiohttpTransport, HttpxTransport, UpstreamTransport
-from .checks import STEPS, ChainDeps, ChainPolicy, PolicyCheck
+from .checks import STEPS, ChainDeps, ChainPolicy, ContentPolicies, PolicyCheck
 
 __all__ = ["create_gateway"]
 
@@ -101,6 +102,7 @@ def create_gateway(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = load_policies(settings.policies_dir)
         chain_policy = ChainPolicy.load(settings.policies_dir, STEPS)
+        content = ContentPolicies.load(settings.policies_dir)
         aliases = load_aliases(settings.policies_dir, settings)
         async with AsyncExitStack() as stack:
             raw_store = open_store(settings.resolved_database_url())
@@ -116,20 +118,22 @@ def create_gateway(
             metrics = GatewayMetrics()
             pricing = Pricing(policies)
             ledger = Ledger(store, pricing, metrics, durable=settings.durable_before_answer)
+            router = Router.from_settings(policies, settings, os.environ, aliases)
+            deps = ChainDeps(
+                store=store,
+                default_max_tokens=settings.default_max_tokens,
+                content=content,
+                classify=ModerationClient(router, proxy),
+            )
             chains: ChainSource = (
-                FixedChain(checks)
-                if checks is not None
-                else ConfiguredChains(
-                    chain_policy,
-                    ChainDeps(store=store, default_max_tokens=settings.default_max_tokens),
-                )
+                FixedChain(checks) if checks is not None else ConfiguredChains(chain_policy, deps)
             )
             stack.push_async_callback(ledger.drain)  # before the store closes
             app.state.gateway = GatewayState(
                 settings=settings,
                 policies=policies,
                 store=store,
-                router=Router.from_settings(policies, settings, os.environ, aliases),
+                router=router,
                 proxy=proxy,
                 pricing=pricing,
                 ledger=ledger,

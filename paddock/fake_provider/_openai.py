@@ -1,4 +1,5 @@
-"""The OpenAI protocol of the fake provider: models, chat completions, responses, embeddings."""
+"""The OpenAI protocol of the fake provider: models, chat completions, responses, embeddings,
+moderations."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ._script import FakeState, Script, read_script, text_of
+from ._script import FakeState, Script, flagged_categories, read_script, text_of
 from ._sse import Cut, SseResponse, data, event, pause
 
 __all__ = ["add_openai_routes", "openai_error"]
@@ -258,3 +259,30 @@ def add_openai_routes(
             out.append({"object": "embedding", "index": i, "embedding": vector})
         usage = {"prompt_tokens": script.prompt_tokens, "total_tokens": script.prompt_tokens}
         return JSONResponse({"object": "list", "data": out, "model": body["model"], "usage": usage})
+
+    @app.post("/v1/moderations")
+    async def moderations(request: Request) -> Response:
+        body = await body_of(request)
+        if isinstance(body, Response):
+            return body
+        given = body.get("input")
+        items = [given] if isinstance(given, str) else given
+        if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
+            return openai_error(400, "`input` must be a string or a non-empty list of strings")
+        script = read_script(items[-1:], sum(map(len, items)), request.headers, state)
+        if script.fail is not None:
+            return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
+        await pause(script.first_pause_s)
+        results = []
+        for text in items:
+            flagged = flagged_categories(text)
+            results.append(
+                {
+                    "flagged": bool(flagged),
+                    "categories": dict.fromkeys(flagged, True),
+                    "category_scores": dict.fromkeys(flagged, 0.99),
+                }
+            )
+        return JSONResponse(
+            {"id": f"modr-fake-{secrets.token_hex(6)}", "model": body["model"], "results": results}
+        )
