@@ -118,8 +118,8 @@ class PatternSet:
         """Indexes of the patterns that match somewhere in `text` (unordered)."""
         if self._set is None or not text:
             return []
-        found: list[int] = self._set.Match(text.encode())
-        return found
+        found: list[int] | None = self._set.Match(text.encode())  # None: no match
+        return found or []
 
     def spans(self, index: int, text: str) -> Iterator[tuple[int, int]]:
         for match in self._each[index].finditer(text):

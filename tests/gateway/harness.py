@@ -143,8 +143,8 @@ class Records:
     def calls(self, runner_id: str) -> list[LlmCallRecord]:
         return self._run(lambda store: store.list_llm_calls(runner_id=runner_id))
 
-    def audit(self, *, runner_id: str | None = None) -> list[AuditEvent]:
-        return self._run(lambda store: store.list_audit(ORG, runner_id=runner_id))
+    def audit(self, *, runner_id: str | None = None, org_id: str = ORG) -> list[AuditEvent]:
+        return self._run(lambda store: store.list_audit(org_id, runner_id=runner_id))
 
     def wait_for_calls(
         self, runner_id: str, count: int, timeout_s: float = 5.0

@@ -88,9 +88,7 @@ class ClassifierCheck:
         if not verdict.flagged:
             return ALLOW
         flagged = sorted(verdict.categories) or ["unspecified"]
-        blocking = (
-            flagged if self.blocking is None else [c for c in flagged if c in self.blocking]
-        )
+        blocking = flagged if self.blocking is None else [c for c in flagged if c in self.blocking]
         if not blocking:
             return Allow(note=f"flagged, not blocked: {', '.join(flagged)}")
         return Deny(

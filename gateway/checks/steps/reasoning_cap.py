@@ -51,7 +51,9 @@ class ReasoningCapSettings(StepSettings):
         description="tokens each OpenAI effort level counts for",
     )
     answer_tokens: int | None = Field(
-        default=None, gt=0, description="tokens for the answer beyond the reasoning, in the output"
+        default=None,
+        gt=0,
+        description="tokens for the answer beyond the reasoning, in the output"
         " cap this step bounds; None: the gateway's default_max_tokens",
     )
 
