@@ -81,6 +81,15 @@ def _embedding(text: str, dims: int = 8) -> list[float]:
     return [round((b - 128) / 128, 6) for b in digest[:dims]]
 
 
+def _input_texts(body: dict[str, Any]) -> list[str] | Response:
+    """The texts of an embeddings or moderations `input` (a token array counts as its text)."""
+    given = body.get("input")
+    items = [given] if isinstance(given, str) else given
+    if not isinstance(items, list) or not items:
+        return openai_error(400, "`input` must be a string or a non-empty list")
+    return [x if isinstance(x, str) else " ".join(map(str, x)) for x in items]
+
+
 def _responses_text(given: Any) -> tuple[list[str], int]:
     """(user texts, all input characters) of a Responses `input`."""
     if isinstance(given, str):
@@ -146,6 +155,19 @@ def add_openai_routes(
                 404, f"The model {body.get('model')!r} does not exist", code="model_not_found"
             )
         return body
+
+    async def inputs_of(request: Request) -> tuple[dict[str, Any], list[str], Script] | Response:
+        """An embeddings or moderations request: its body, its input texts and its script."""
+        body = await body_of(request)
+        if isinstance(body, Response):
+            return body
+        texts = _input_texts(body)
+        if isinstance(texts, Response):
+            return texts
+        script = read_script(texts[-1:], sum(map(len, texts)), request.headers, state)
+        if script.fail is not None:
+            return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
+        return body, texts, script
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -240,17 +262,10 @@ def add_openai_routes(
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        body = await body_of(request)
-        if isinstance(body, Response):
-            return body
-        given = body.get("input")
-        items = [given] if isinstance(given, str) else given
-        if not isinstance(items, list) or not items:
-            return openai_error(400, "`input` must be a string or a non-empty list")
-        texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in items]
-        script = read_script(texts[-1:], sum(map(len, texts)), request.headers, state)
-        if script.fail is not None:
-            return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
+        given = await inputs_of(request)
+        if isinstance(given, Response):
+            return given
+        body, texts, script = given
         out = []
         for i, text in enumerate(texts):
             vector: Any = _embedding(text)
@@ -262,16 +277,10 @@ def add_openai_routes(
 
     @app.post("/v1/moderations")
     async def moderations(request: Request) -> Response:
-        body = await body_of(request)
-        if isinstance(body, Response):
-            return body
-        given = body.get("input")
-        items = [given] if isinstance(given, str) else given
-        if not isinstance(items, list) or not items or not all(isinstance(x, str) for x in items):
-            return openai_error(400, "`input` must be a string or a non-empty list of strings")
-        script = read_script(items[-1:], sum(map(len, items)), request.headers, state)
-        if script.fail is not None:
-            return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
+        given = await inputs_of(request)
+        if isinstance(given, Response):
+            return given
+        body, items, script = given
         await pause(script.first_pause_s)
         results = []
         for text in items:

@@ -6,14 +6,16 @@ the score and the roles where they matched, never the matched text."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from pydantic import Field, model_validator
 
 from .._base import ALLOW, Allow, CallContext, Decision, Deny
-from .._config import StepSettings
-from .._scan import Role, RuleHits, RuleScanner, joined
+from .._config import Plan, StepSettings, StepSpec
+from .._deps import ChainDeps
+from .._scan import ContentPolicies, Role, RuleHits, RuleScanner, joined
 
-__all__ = ["ScoredCheck", "ScoredSettings"]
+__all__ = ["Refusal", "ScoredCheck", "ScoredSettings", "scored_spec"]
 
 
 class ScoredSettings(StepSettings):
@@ -32,22 +34,40 @@ class ScoredSettings(StepSettings):
         return self
 
 
-class ScoredCheck:
-    """One step's scan. `deny(hits)` builds its refusal (status and code are the step's)."""
+@dataclass(frozen=True)
+class Refusal:
+    """How one step refuses: its status, and its code and message for the rules that matched."""
 
+    status: int
+    reason: Callable[[RuleHits], str]
+    message: Callable[[RuleHits], str]
+
+
+class ScoredCheck:
     def __init__(
-        self,
-        name: str,
-        settings: ScoredSettings,
-        scanner: RuleScanner,
-        deny: Callable[[RuleHits, float], Deny],
+        self, name: str, settings: ScoredSettings, scanner: RuleScanner, refusal: Refusal
     ) -> None:
         self.name = name
         self.scanner = scanner
         self.block_at = settings.block_at
         self.flag_at = settings.flag_at
         self.roles = settings.roles
-        self.deny = deny
+        self.refusal = refusal
+
+    def deny(self, hits: RuleHits) -> Deny:
+        return Deny(
+            self.name,
+            self.refusal.reason(hits),
+            self.refusal.message(hits),
+            status=self.refusal.status,
+            data={
+                "score": hits.score,
+                "block_at": self.block_at,
+                "rules": list(hits.rules),
+                "categories": sorted(hits.categories),
+                "roles": list(hits.roles),
+            },
+        )
 
     async def check(self, ctx: CallContext) -> Decision:
         by_role: dict[str, str] = {
@@ -57,17 +77,16 @@ class ScoredCheck:
         if hits is None:
             return ALLOW
         if hits.score >= self.block_at:
-            return self.deny(hits, self.block_at)
+            return self.deny(hits)
         if self.flag_at is not None and hits.score >= self.flag_at:
             return Allow(note=f"flagged score {hits.score} ({', '.join(hits.rules)})")
         return ALLOW
 
 
-def details(hits: RuleHits, block_at: float) -> dict[str, object]:
-    return {
-        "score": hits.score,
-        "block_at": block_at,
-        "rules": list(hits.rules),
-        "categories": sorted(hits.categories),
-        "roles": list(hits.roles),
-    }
+def scored_spec(
+    name: str, scanner: Callable[[ContentPolicies], RuleScanner], refusal: Refusal
+) -> StepSpec[ScoredSettings]:
+    def build(settings: ScoredSettings, _plan: Plan, deps: ChainDeps) -> ScoredCheck:
+        return ScoredCheck(name, settings, scanner(deps.content), refusal)
+
+    return StepSpec(name, ScoredSettings, build)

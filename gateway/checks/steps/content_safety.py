@@ -7,28 +7,19 @@ other content; the security scan (step 11), which meets attacks, answers 403."""
 
 from __future__ import annotations
 
-from .._base import Deny
-from .._config import Plan, StepSpec
-from .._deps import ChainDeps
 from .._scan import RuleHits
-from ._scored import ScoredCheck, ScoredSettings, details
+from ._scored import Refusal, scored_spec
 
 NAME = "content_safety"
 
 
-def _deny(hits: RuleHits, block_at: float) -> Deny:
-    return Deny(
-        NAME,
-        "unsafe_content",
-        f"the request was refused by the content safety policy"
-        f" ({', '.join(sorted(hits.categories))}; score {hits.score})",
-        status=400,
-        data=details(hits, block_at),
+def _message(hits: RuleHits) -> str:
+    return (
+        "the request was refused by the content safety policy"
+        f" ({', '.join(sorted(hits.categories))}; score {hits.score})"
     )
 
 
-def _build(settings: ScoredSettings, _plan: Plan, deps: ChainDeps) -> ScoredCheck:
-    return ScoredCheck(NAME, settings, deps.content.safety, _deny)
-
-
-SPEC = StepSpec(NAME, ScoredSettings, _build)
+SPEC = scored_spec(
+    NAME, lambda content: content.safety, Refusal(400, lambda _: "unsafe_content", _message)
+)

@@ -6,29 +6,20 @@ user turn or a tool result (an agent that fetched a hostile page is not itself h
 
 from __future__ import annotations
 
-from .._base import Deny
-from .._config import Plan, StepSpec
-from .._deps import ChainDeps
 from .._scan import RuleHits
-from ._scored import ScoredCheck, ScoredSettings, details
+from ._scored import Refusal, scored_spec
 
 NAME = "security_scan"
 
 
-def _deny(hits: RuleHits, block_at: float) -> Deny:
+def _message(hits: RuleHits) -> str:
     where = " and ".join("tool results" if r == "tool" else f"{r} text" for r in hits.roles)
-    return Deny(
-        NAME,
-        hits.top_category,
+    return (
         f"the request was refused by the security scan: {hits.top_category.replace('_', ' ')}"
-        f" suspected in {where} (score {hits.score})",
-        status=403,
-        data=details(hits, block_at),
+        f" suspected in {where} (score {hits.score})"
     )
 
 
-def _build(settings: ScoredSettings, _plan: Plan, deps: ChainDeps) -> ScoredCheck:
-    return ScoredCheck(NAME, settings, deps.content.security, _deny)
-
-
-SPEC = StepSpec(NAME, ScoredSettings, _build)
+SPEC = scored_spec(
+    NAME, lambda content: content.security, Refusal(403, lambda h: h.top_category, _message)
+)
