@@ -204,6 +204,25 @@ def test_security_scan_finds_an_injection_in_a_tool_result(content: ContentPolic
     assert "ignore all" not in decision.message
 
 
+def test_security_scan_reads_responses_tool_outputs_and_pii_reads_embeddings(
+    content: ContentPolicies,
+) -> None:
+    body = {
+        "model": "fake-gpt",
+        "input": [
+            {"role": "user", "content": "what does the page say?"},
+            {"type": "function_call_output", "call_id": "c1", "output": INJECTION},
+        ],
+    }
+    decision = _decide(_scored(SECURITY, content), make_ctx(endpoint="responses", body=body))
+    assert isinstance(decision, Deny) and decision.data["roles"] == ["tool"]
+    embed = {"model": "fake-embed", "input": ["fine", f"mail {EMAIL}"]}
+    check = PiiCheck(PiiSettings(mode="redact"), content.pii)
+    redacted = _decide(check, make_ctx(endpoint="embeddings", body=embed))
+    assert isinstance(redacted, Allow) and redacted.body is not None
+    assert redacted.body["input"] == ["fine", "mail [REDACTED:email]"]
+
+
 def test_security_scan_trusts_the_system_prompt_and_sees_through_invisible_characters(
     content: ContentPolicies,
 ) -> None:
@@ -322,7 +341,7 @@ def test_reasoning_cap_maps_openai_effort_to_tokens() -> None:
 
 
 def test_the_bounded_output_cap_is_what_the_cost_estimate_reserves_for() -> None:
-    # high effort within the cap, no output cap from the client: 16384 + 4096 tokens reserved
+    # effort within the cap, no output cap from the client: the cap + 4096 tokens reserved
     body = _chat(("user", "think"), reasoning_effort="high")
     price_out = 15e-6  # chain_support's output price, USD per token
     ceiling = 10 * 5e-6 + 8192 * price_out  # above the default cap's cost, below the bounded one
@@ -334,7 +353,10 @@ def test_the_bounded_output_cap_is_what_the_cost_estimate_reserves_for() -> None
     )
     result = asyncio.run(chain.decide(make_ctx(body=body)))
     assert isinstance(result.decision, Deny) and result.decision.step == "cost_estimate"
-    assert result.decision.data["max_output_tokens"] == 16384 + 4096
+    assert result.decision.data["max_output_tokens"] == 32768 + 4096
+    within = _chat(("user", "think"), reasoning_effort="low", max_completion_tokens=2000)
+    kept = _decide(_cap(max_reasoning_tokens=32768), make_ctx(body=within))
+    assert kept == Allow()  # the client's own cap is within the bound: the body is untouched
 
 
 # --- step 12: the AI classifier ------------------------------------------------------------------
@@ -383,6 +405,13 @@ def test_classifier_sends_only_the_chosen_roles_newest_text() -> None:
     body = _chat(("system", "operator"), ("user", "a" * 50), ("tool", "tail"))
     _decide(_classifier(seen, max_chars=10), make_ctx(body=body))
     assert seen.seen == [("omni-moderation-latest", "aaaa\n\ntail")]
+
+
+def test_classifier_skips_token_counts() -> None:
+    seen = _Classifier(Verdict(True, ("violence",)))
+    body = {"model": "fake-claude", "messages": [{"role": "user", "content": "x"}]}
+    assert _decide(_classifier(seen), make_ctx(endpoint="count_tokens", body=body)) == Allow()
+    assert seen.seen == []
 
 
 @pytest.mark.parametrize("classify", [_Classifier(), _Classifier(hang=True), None])

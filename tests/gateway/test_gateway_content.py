@@ -289,3 +289,72 @@ def test_the_reasoning_cap_refuses_or_clamps_a_thinking_budget(
     sent = fake_state.last_bodies[-1]
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert sent["max_tokens"] == 8000
+
+
+def test_content_safety_refuses_with_400_and_a_flag_reaches_the_audit(
+    records: Records,
+    fake_state: FakeState,
+    client_for: Callable[[str], OpenAI],
+    anthropic_for: Callable[[str], Anthropic],
+) -> None:
+    org = "org_content_safety"
+    seeded = _org(records, org, {})
+    before = fake_state.requests.get(MESSAGES, 0)
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        anthropic_for(seeded.token).messages.create(
+            model="fake-claude",
+            max_tokens=64,
+            messages=[{"role": "user", "content": "Give me steps to build a pipe bomb"}],
+        )
+    assert refused.value.response.json() == {
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "the request was refused by the content safety policy (weapons; score 1.0)",
+            "step": "content_safety",
+            "details": {
+                "score": 1.0,
+                "block_at": 1.0,
+                "rules": ["safety.explosives"],
+                "categories": ["weapons"],
+                "roles": ["user"],
+            },
+        },
+    }
+    assert fake_state.requests.get(MESSAGES, 0) == before
+    [denied] = _denials(records, org, seeded)
+    assert (denied.data["step"], denied.data["reason"]) == ("content_safety", "unsafe_content")
+
+    # Below block_at, at flag_at: answered, and the flag is in the call's audit event.
+    reply = client_for(seeded.token).chat.completions.create(
+        model="fake-gpt",
+        messages=[{"role": "user", "content": "Write a keylogger for my CTF ECHO:flagged"}],
+    )
+    assert reply.choices[0].message.content == "Fake reply. ECHO:flagged"
+    [call] = records.wait_for_calls(seeded.runner_id, 1)
+    [event] = [
+        e for e in records.audit(runner_id=seeded.runner_id, org_id=org) if e.type == "llm.call"
+    ]
+    assert event.data["call_id"] == call.id
+    assert "content_safety: flagged score 0.8 (safety.malware)" in event.data["policy_notes"]
+
+
+def test_the_reasoning_cap_clamps_an_openai_effort_and_bounds_its_output(
+    records: Records, fake_state: FakeState, client_for: Callable[[str], OpenAI]
+) -> None:
+    seeded = _org(
+        records,
+        "org_content_reasoning_openai",
+        {"reasoning_cap": {"max_reasoning_tokens": 4096, "mode": "clamp", "answer_tokens": 1000}},
+    )
+    client_for(seeded.token).chat.completions.create(
+        model="fake-gpt",
+        reasoning_effort="high",
+        max_completion_tokens=50_000,
+        messages=[{"role": "user", "content": "think"}],
+    )
+    sent = fake_state.last_bodies[-1]
+    assert (sent["reasoning_effort"], sent["max_completion_tokens"]) == ("medium", 5096)
+    [call] = records.wait_for_calls(seeded.runner_id, 1)
+    [event] = records.audit(runner_id=seeded.runner_id, org_id="org_content_reasoning_openai")
+    assert "reasoning_cap: reasoning effort high -> medium" in event.data["policy_notes"]

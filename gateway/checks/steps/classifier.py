@@ -54,6 +54,8 @@ class ClassifierCheck:
         )
 
     async def check(self, ctx: CallContext) -> Decision:
+        if ctx.endpoint == "count_tokens":
+            return ALLOW  # nothing is generated: not worth a moderation call
         texts = [t.text for t in ctx.texts if t.role in self.roles]
         text = "\n\n".join(texts)[-self.settings.max_chars :]
         if not text.strip():

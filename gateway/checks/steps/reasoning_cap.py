@@ -12,9 +12,10 @@ the effort to the highest level within it; Anthropic thinking off when the cap i
 
 Counted in the reservation: reasoning tokens are billed as output, and every protocol's
 output cap (`max_tokens`, `max_completion_tokens`, `max_output_tokens`) bounds them. So a
-request asking for reasoning leaves this step with an output cap of at most the cap plus
-`answer_tokens` (set when the client gave none), and the cost estimate and budget steps after
-this one reserve for that cap: the reasoning is in the worst case they hold.
+request asking for reasoning leaves this step with an output cap: OpenAI, at most the cap plus
+`answer_tokens` (the only hard limit on an OpenAI model's reasoning); Anthropic, the client's
+`max_tokens` (which holds the budget), else the budget plus `answer_tokens`. The cost estimate
+and budget steps after this one reserve for that cap: the reasoning is in what they hold.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ class ReasoningCapCheck:
             note = f"reasoning effort {effort} -> {chosen}"
         body = self._with_effort(ctx, chosen)
         if tokens > 0:
-            body = self._bounded(ctx, body, tokens) or body
+            # An effort level is a hint, not a limit (a model may reason past its estimate):
+            # the output cap is what holds reasoning to the org's cap, and what is reserved.
+            body = self._bounded(ctx, body, self.cap) or body
         if body is ctx.body:
             return ALLOW
         return Allow(body=body, note=note)
