@@ -125,6 +125,10 @@ def create_gateway(
                 content=content,
                 classify=ModerationClient(router, proxy),
             )
+            for plan in chain_policy.plans:
+                # Built now, so a step that refuses its settings when built (an unknown PII
+                # type) stops the start instead of failing the plan's first call.
+                chain_policy.chain_for("", deps, plan)
             chains: ChainSource = (
                 FixedChain(checks) if checks is not None else ConfiguredChains(chain_policy, deps)
             )

@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
+import yaml
 from anthropic import Anthropic
 from openai import OpenAI
 
+from gateway import create_gateway
 from paddock.fake_provider import FakeState
-from paddock_core import AuditEvent, OrgGatewayRecord
-from tests.gateway.harness import Records, Seeded
+from paddock_core import DEFAULT_POLICIES_DIR, AuditEvent, OrgGatewayRecord
+from tests.gateway.conftest import fake_settings
+from tests.gateway.harness import Records, Seeded, loopback_transport
+from tests.support.servers import serve_app
 
 CARD = "4111 1111 1111 1111"
 EMAIL = "jane.doe@example.com"
@@ -358,3 +364,18 @@ def test_the_reasoning_cap_clamps_an_openai_effort_and_bounds_its_output(
     [call] = records.wait_for_calls(seeded.runner_id, 1)
     [event] = records.audit(runner_id=seeded.runner_id, org_id="org_content_reasoning_openai")
     assert "reasoning_cap: reasoning effort high -> medium" in event.data["policy_notes"]
+
+
+def test_a_gateway_whose_pii_settings_name_an_unknown_type_does_not_start(
+    tmp_path: Path, database_url: str, fake_provider_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(DEFAULT_POLICIES_DIR, policies)
+    chain = yaml.safe_load((policies / "chain.yaml").read_text())
+    chain["steps"]["pii"]["types"] = ["email", "passport"]
+    (policies / "chain.yaml").write_text(yaml.safe_dump(chain))
+    settings = fake_settings(database_url, fake_provider_url, policies_dir=policies)
+    app = create_gateway(settings, upstream_transport=loopback_transport())
+    with pytest.raises(RuntimeError), serve_app(app):
+        pass
+    assert "steps.pii.types: unknown PII types ['passport']" in caplog.text
