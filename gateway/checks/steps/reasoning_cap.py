@@ -78,14 +78,9 @@ class ReasoningCapCheck:
             data={"field": field, "requested_tokens": tokens, "max_reasoning_tokens": self.cap},
         )
 
-    def _bounded(self, ctx: CallContext, body: Mapping[str, Any], reasoning: int) -> Any:
-        """`body` with an output cap of at most `reasoning` + answer tokens; None when its
-        own cap is within that already."""
-        limit = reasoning + self.answer_tokens
-        given = ctx.max_output_tokens
-        if given is not None and given <= limit:
-            return None
-        return with_max_output_tokens(ctx.endpoint, body, limit)
+    def _capped(self, ctx: CallContext, body: Mapping[str, Any], reasoning: int) -> dict[str, Any]:
+        """`body` with an output cap of `reasoning` + answer tokens."""
+        return with_max_output_tokens(ctx.endpoint, body, reasoning + self.answer_tokens)
 
     async def check(self, ctx: CallContext) -> Decision:
         effort, budget = ctx.reasoning
@@ -103,7 +98,7 @@ class ReasoningCapCheck:
             # Anthropic's max_tokens holds the budget already; only a missing one is set.
             if ctx.max_output_tokens:
                 return ALLOW
-            return Allow(body=self._bounded(ctx, ctx.body, budget))
+            return Allow(body=self._capped(ctx, ctx.body, budget))
         if self.mode == "deny":
             return self._deny("thinking.budget_tokens", budget, budget)
         out = dict(ctx.body)
@@ -112,7 +107,7 @@ class ReasoningCapCheck:
             return Allow(body=out, note=f"thinking off (asked {budget} tokens, cap {self.cap})")
         out["thinking"] = {**ctx.body["thinking"], "budget_tokens": self.cap}
         if not ctx.max_output_tokens:
-            out = self._bounded(ctx, out, self.cap)
+            out = self._capped(ctx, out, self.cap)
         return Allow(body=out, note=f"thinking budget {budget} -> {self.cap} tokens")
 
     def _openai(self, ctx: CallContext, effort: str) -> Decision:
@@ -136,10 +131,11 @@ class ReasoningCapCheck:
             tokens, chosen = max(fitting)
             note = f"reasoning effort {effort} -> {chosen}"
         body = self._with_effort(ctx, chosen)
-        if tokens > 0:
+        given = ctx.max_output_tokens
+        if tokens > 0 and (given is None or given > self.cap + self.answer_tokens):
             # An effort level is a hint, not a limit (a model may reason past its estimate):
             # the output cap is what holds reasoning to the org's cap, and what is reserved.
-            body = self._bounded(ctx, body, self.cap) or body
+            body = self._capped(ctx, body, self.cap)
         if body is ctx.body:
             return ALLOW
         return Allow(body=body, note=note)
