@@ -96,19 +96,28 @@ VALIDATORS: Mapping[str, Callable[[str], bool]] = {
 class PatternSet:
     """Patterns compiled into one RE2 set (which match?) and one regex each (where?)."""
 
-    def __init__(self, patterns: Sequence[tuple[str, str]], *, case_sensitive: bool, where: str):
+    def __init__(
+        self, patterns: Sequence[tuple[str, str]], *, case_sensitive: bool, where: str
+    ) -> None:
         """`patterns`: (id, RE2 pattern); `where` names the file in errors."""
         options = re2.Options()
         options.case_sensitive = case_sensitive
         options.never_capture = True
+        options.log_errors = False  # a bad pattern is reported below, naming its file and rule
         self._set: Any = re2.Set.SearchSet(options)
         self._each: list[Any] = []
         for rule_id, pattern in patterns:
             try:
-                self._each.append(re2.compile(pattern, options))
+                compiled = re2.compile(pattern, options)
                 self._set.Add(pattern)
             except re2.error as exc:
-                raise PolicyConfigError(f"{where}: {rule_id}: invalid pattern: {exc}") from exc
+                reason = exc.args[0] if exc.args else exc
+                if isinstance(reason, bytes):
+                    reason = reason.decode(errors="replace")
+                raise PolicyConfigError(f"{where}: {rule_id}: invalid pattern: {reason}") from exc
+            if compiled.search("") is not None:  # it would match every text there is
+                raise PolicyConfigError(f"{where}: {rule_id}: pattern matches the empty string")
+            self._each.append(compiled)
         if patterns:
             self._set.Compile()
         else:

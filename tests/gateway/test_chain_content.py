@@ -75,8 +75,13 @@ def _policy_copy(tmp_path: Path, name: str, text: str) -> Path:
 @pytest.mark.parametrize(
     ("name", "text", "named"),
     [
-        ("pii.yaml", "patterns: {badge: {pattern: '(?=x)y'}}", "pii.yaml: badge: invalid pattern"),
+        (
+            "pii.yaml",
+            "patterns: {badge: {pattern: '(?=x)y'}}",
+            "pii.yaml: badge: invalid pattern: invalid perl operator: (?=",
+        ),
         ("pii.yaml", "patterns: {x: {pattern: 'a', validator: crc}}", "pii.yaml: patterns.x"),
+        ("pii.yaml", "patterns: {x: {pattern: '\\d*'}}", "x: pattern matches the empty string"),
         (
             "content_rules.yaml",
             "rules: [{id: a.b, scanner: security, category: c, weight: 1, pattern: '(a'}]",
