@@ -114,6 +114,11 @@ def main() -> None:
             check = spec.build(spec.settings(), plan, deps)
             p50, p99 = timed(check.check, body, rounds)
             print(f"{spec.name:>16}: p50 {p50:7.1f} µs   p99 {p99:7.1f} µs")
+        with_pii = openclaw_body()
+        with_pii["messages"][-1]["content"] += "\nContact: jane.doe@example.com"
+        check = pii.SPEC.build(pii.SPEC.settings(), plan, deps)
+        p50, p99 = timed(check.check, with_pii, rounds)
+        print(f"{'pii (redacting)':>16}: p50 {p50:7.1f} µs   p99 {p99:7.1f} µs")
         chain = policy.chain_for("org_bench", deps)
         p50, p99 = timed(chain.decide, body, rounds)
         print(f"{'shipped chain':>16}: p50 {p50:7.1f} µs   p99 {p99:7.1f} µs  ({chain.version})")

@@ -243,7 +243,7 @@ def test_a_classifier_that_does_not_answer_in_time_fails_closed_when_told(
     seeded = _org(records, org, policy)
     with pytest.raises(openai.InternalServerError) as refused:
         client_for(seeded.token).chat.completions.create(
-            model="fake-gpt", messages=[{"role": "user", "content": "hello FIRST:3000"}]
+            model="fake-gpt", messages=[{"role": "user", "content": "hello FIRST:1000"}]
         )
     error = refused.value.response.json()["error"]
     assert (refused.value.status_code, error["code"], error["step"]) == (
