@@ -405,6 +405,13 @@ def test_reasoning_cap_maps_openai_effort_to_tokens() -> None:
     )
     assert isinstance(unknown, Deny) and unknown.reason == "unknown_reasoning_effort"
     assert _decide(_cap(), make_ctx(body=body)) == Allow()  # no cap set
+    # An org naming one level keeps the others.
+    cheap_high = _cap(max_reasoning_tokens=4096, effort_tokens={"high": 3000})
+    assert _decide(cheap_high, make_ctx(body=body)) == Allow(
+        body={**body, "max_completion_tokens": 4096 + 4096}
+    )
+    medium = _chat(("user", "think"), reasoning_effort="medium", max_completion_tokens=100)
+    assert _decide(cheap_high, make_ctx(body=medium)) == Allow()
 
 
 def test_the_bounded_output_cap_is_what_the_cost_estimate_reserves_for() -> None:

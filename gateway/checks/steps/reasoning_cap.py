@@ -35,6 +35,9 @@ NAME = "reasoning_cap"
 # Anthropic refuses a thinking budget below this many tokens.
 _ANTHROPIC_MIN_BUDGET = 1024
 
+EFFORT_TOKENS = {"none": 0, "minimal": 512, "low": 1024, "medium": 4096, "high": 16384}
+"""Tokens per OpenAI effort level: the budgets the gateway gives Anthropic models for them."""
+
 
 class ReasoningCapSettings(StepSettings):
     max_reasoning_tokens: int | None = Field(
@@ -42,14 +45,9 @@ class ReasoningCapSettings(StepSettings):
     )
     mode: Literal["deny", "clamp"] = "deny"
     effort_tokens: dict[str, int] = Field(
-        default_factory=lambda: {
-            "none": 0,
-            "minimal": 512,
-            "low": 1024,
-            "medium": 4096,
-            "high": 16384,
-        },
-        description="tokens each OpenAI effort level counts for",
+        default_factory=dict,
+        description="tokens each OpenAI effort level counts for, over EFFORT_TOKENS (an org"
+        " naming one level keeps the others)",
     )
     answer_tokens: int | None = Field(
         default=None,
@@ -65,7 +63,7 @@ class ReasoningCapCheck:
     def __init__(self, settings: ReasoningCapSettings, default_max_tokens: int) -> None:
         self.cap = settings.max_reasoning_tokens
         self.mode = settings.mode
-        self.efforts = dict(settings.effort_tokens)
+        self.efforts = {**EFFORT_TOKENS, **settings.effort_tokens}
         self.answer_tokens = settings.answer_tokens or default_max_tokens
 
     def _deny(self, field: str, requested: int | str, tokens: int) -> Deny:
