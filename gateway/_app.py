@@ -32,6 +32,7 @@ from ._chains import ChainSource, ConfiguredChains, FixedChain
 from ._costs import Ledger, Pricing
 from ._errors import install_error_handlers
 from ._metrics import GatewayMetrics
+from ._moderation import ModerationClient
 from ._orgs import OrgSettingsSource, StoredOrgSettings
 from ._proxy import Proxy
 from ._resilience import Breakers
@@ -41,7 +42,7 @@ from ._routing import Router, load_aliases
 from ._settings import GatewaySettings
 from ._state import GatewayState
 from ._transport import AiohttpTransport, HttpxTransport, UpstreamTransport
-from .checks import STEPS, BudgetAlerts, ChainDeps, ChainPolicy, PolicyCheck
+from .checks import STEPS, BudgetAlerts, ChainDeps, ChainPolicy, ContentPolicies, PolicyCheck
 from .counters import Counters, make_counters
 
 __all__ = ["create_gateway"]
@@ -104,6 +105,7 @@ def create_gateway(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         policies = load_policies(settings.policies_dir)
         chain_policy = ChainPolicy.load(settings.policies_dir, STEPS)
+        content = ContentPolicies.load(settings.policies_dir)
         aliases = load_aliases(settings.policies_dir, settings)
         async with AsyncExitStack() as stack:
             raw_store = open_store(settings.resolved_database_url())
@@ -127,6 +129,7 @@ def create_gateway(
                 store, shared, webhook_secret=secret.get_secret_value() if secret else None
             )
             stack.push_async_callback(alerts.close)
+            router = Router.from_settings(policies, settings, os.environ, aliases)
             deps = ChainDeps(
                 store=store,
                 default_max_tokens=settings.default_max_tokens,
@@ -134,7 +137,13 @@ def create_gateway(
                 counters_fail_open=settings.counters_failure_mode == "open",
                 reservation_lease_s=settings.reservation_lease_s,
                 alerts=alerts,
+                content=content,
+                classify=ModerationClient(router, proxy),
             )
+            for plan in chain_policy.plans:
+                # Built now, so a step that refuses its settings when built (an unknown PII
+                # type) stops the start instead of failing the plan's first call.
+                chain_policy.chain_for("", deps, plan)
             chains: ChainSource = (
                 FixedChain(checks) if checks is not None else ConfiguredChains(chain_policy, deps)
             )
@@ -143,7 +152,7 @@ def create_gateway(
                 settings=settings,
                 policies=policies,
                 store=store,
-                router=Router.from_settings(policies, settings, os.environ, aliases),
+                router=router,
                 proxy=proxy,
                 pricing=pricing,
                 ledger=ledger,

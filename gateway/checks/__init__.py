@@ -17,7 +17,8 @@ from ._base import (
 from ._chain import ChainResult, PolicyChain, settle_all
 from ._config import ChainPolicy, Plan, PolicyConfigError, StepSettings, StepSpec, matches_any
 from ._content import Text, extract_texts, rewrite_texts, with_max_output_tokens
-from ._deps import ChainDeps
+from ._deps import ChainDeps, Classify, Verdict
+from ._scan import ContentPolicies
 from .steps import STEPS
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "ChainDeps",
     "ChainPolicy",
     "ChainResult",
+    "Classify",
+    "ContentPolicies",
     "Decision",
     "Deny",
     "Hold",
@@ -44,6 +47,7 @@ __all__ = [
     "StepSpec",
     "Text",
     "TokenPrice",
+    "Verdict",
     "extract_texts",
     "matches_any",
     "rewrite_texts",

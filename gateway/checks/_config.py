@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -24,7 +24,9 @@ from paddock_core import InvalidRequestError
 
 from ._base import PolicyCheck
 from ._chain import PolicyChain
-from ._deps import ChainDeps
+
+if TYPE_CHECKING:  # _deps needs this module's error (through _scan): no import cycle
+    from ._deps import ChainDeps
 
 __all__ = [
     "ChainPolicy",

@@ -1,6 +1,6 @@
 """The fake LLM provider Paddock ships: a real server speaking the OpenAI protocol (models, chat
-completions, responses, embeddings) and the Anthropic protocol (messages, count_tokens), stream
-and not, with deterministic answers.
+completions, responses, embeddings, moderations) and the Anthropic protocol (messages,
+count_tokens), stream and not, with deterministic answers.
 
 For demos without a provider key and for tests: it calls tools, fails, stalls and breaks off on
 demand (see `_script` for the triggers). `GET /_fake/stats` tells how many requests reached it.
@@ -20,7 +20,7 @@ from ._script import DEFAULT_REPLY, FakeState
 
 __all__ = ["DEFAULT_REPLY", "FakeState", "create_fake_provider"]
 
-DEFAULT_MODELS = ("fake-gpt", "fake-mini", "fake-claude", "fake-embed")
+DEFAULT_MODELS = ("fake-gpt", "fake-mini", "fake-claude", "fake-embed", "fake-moderation")
 
 
 def create_fake_provider(

@@ -1,4 +1,5 @@
-"""The OpenAI protocol of the fake provider: models, chat completions, responses, embeddings."""
+"""The OpenAI protocol of the fake provider: models, chat completions, responses, embeddings,
+moderations."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ._script import FakeState, Script, read_script, text_of
+from ._script import FakeState, Script, flagged_categories, read_script, text_of
 from ._sse import Cut, SseResponse, data, event, pause
 
 __all__ = ["add_openai_routes", "openai_error"]
@@ -78,6 +79,15 @@ async def _chat_stream(
 def _embedding(text: str, dims: int = 8) -> list[float]:
     digest = hashlib.sha256(text.encode()).digest()
     return [round((b - 128) / 128, 6) for b in digest[:dims]]
+
+
+def _input_texts(body: dict[str, Any]) -> list[str] | Response:
+    """The texts of an embeddings or moderations `input` (a token array counts as its text)."""
+    given = body.get("input")
+    items = [given] if isinstance(given, str) else given
+    if not isinstance(items, list) or not items:
+        return openai_error(400, "`input` must be a string or a non-empty list")
+    return [x if isinstance(x, str) else " ".join(map(str, x)) for x in items]
 
 
 def _responses_text(given: Any) -> tuple[list[str], int]:
@@ -145,6 +155,19 @@ def add_openai_routes(
                 404, f"The model {body.get('model')!r} does not exist", code="model_not_found"
             )
         return body
+
+    async def inputs_of(request: Request) -> tuple[dict[str, Any], list[str], Script] | Response:
+        """An embeddings or moderations request: its body, its input texts and its script."""
+        body = await body_of(request)
+        if isinstance(body, Response):
+            return body
+        texts = _input_texts(body)
+        if isinstance(texts, Response):
+            return texts
+        script = read_script(texts[-1:], sum(map(len, texts)), request.headers, state)
+        if script.fail is not None:
+            return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
+        return body, texts, script
 
     @app.get("/v1/models")
     async def list_models(request: Request) -> Response:
@@ -242,17 +265,10 @@ def add_openai_routes(
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request) -> Response:
-        body = await body_of(request)
-        if isinstance(body, Response):
-            return body
-        given = body.get("input")
-        items = [given] if isinstance(given, str) else given
-        if not isinstance(items, list) or not items:
-            return openai_error(400, "`input` must be a string or a non-empty list")
-        texts = [x if isinstance(x, str) else " ".join(map(str, x)) for x in items]
-        script = read_script(texts[-1:], sum(map(len, texts)), request.headers, state)
-        if script.fail is not None:
-            return openai_error(script.fail, f"fake provider failing on purpose ({script.fail})")
+        given = await inputs_of(request)
+        if isinstance(given, Response):
+            return given
+        body, texts, script = given
         out = []
         for i, text in enumerate(texts):
             vector: Any = _embedding(text)
@@ -261,3 +277,24 @@ def add_openai_routes(
             out.append({"object": "embedding", "index": i, "embedding": vector})
         usage = {"prompt_tokens": script.prompt_tokens, "total_tokens": script.prompt_tokens}
         return JSONResponse({"object": "list", "data": out, "model": body["model"], "usage": usage})
+
+    @app.post("/v1/moderations")
+    async def moderations(request: Request) -> Response:
+        given = await inputs_of(request)
+        if isinstance(given, Response):
+            return given
+        body, items, script = given
+        await pause(script.first_pause_s)
+        results = []
+        for text in items:
+            flagged = flagged_categories(text)
+            results.append(
+                {
+                    "flagged": bool(flagged),
+                    "categories": dict.fromkeys(flagged, True),
+                    "category_scores": dict.fromkeys(flagged, 0.99),
+                }
+            )
+        return JSONResponse(
+            {"id": f"modr-fake-{secrets.token_hex(6)}", "model": body["model"], "results": results}
+        )

@@ -14,6 +14,7 @@ agents resend the whole conversation every turn):
     CACHED:<n>          report <n> of the prompt tokens as read from the provider's cache
     REASON:<n>          report <n> reasoning tokens (part of the completion)
     NO_USAGE            report no usage at all
+    FLAG:<category>     (moderations) flag the input in that category; FIRST delays the answer
 
 Token counts: prompt = ceil(characters of all input text / 4), completion = ceil(reply / 4)
 (for a tool call: of its name and JSON arguments) plus REASON. Like a provider, a text reply
@@ -29,7 +30,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_REPLY", "FakeState", "Script", "read_script", "text_of", "tokens"]
+__all__ = [
+    "DEFAULT_REPLY",
+    "FakeState",
+    "Script",
+    "flagged_categories",
+    "read_script",
+    "text_of",
+    "tokens",
+]
 
 DEFAULT_REPLY = "Fake reply from the Paddock fake provider."
 
@@ -40,11 +49,17 @@ _INT = {
 }
 _TOOL = re.compile(r"TOOL:([A-Za-z0-9_.-]+)")
 _FLAKY = re.compile(r"FLAKY:([A-Za-z0-9_-]+):(\d+)")
+_FLAG = re.compile(r"FLAG:([a-z][a-z/_-]*)")
 _MAX_PAUSE_MS = 10_000
 
 
 def tokens(chars: int) -> int:
     return math.ceil(chars / 4)
+
+
+def flagged_categories(text: str) -> list[str]:
+    """The moderation categories a text asks to be flagged in (`FLAG:<category>`)."""
+    return sorted(set(_FLAG.findall(text)))
 
 
 def text_of(content: Any) -> str:

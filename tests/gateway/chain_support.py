@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from gateway.checks import CallContext, TokenPrice
+from gateway.checks import CallContext, Decision, TokenPrice
 
 
 def make_ctx(**given: Any) -> CallContext:
@@ -31,3 +32,18 @@ def make_ctx(**given: Any) -> CallContext:
     }
     values.update(given)
     return CallContext(**values)
+
+
+def decide(check: Any, ctx: CallContext) -> Decision:
+    """One check's decision about `ctx`."""
+    decision: Decision = asyncio.run(check.check(ctx))
+    return decision
+
+
+def chat(*messages: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    """A chat completions body of (role, content) messages."""
+    return {
+        "model": "fake-gpt",
+        "messages": [{"role": r, "content": c} for r, c in messages],
+        **extra,
+    }
