@@ -16,6 +16,7 @@ from typing import Any
 
 from .._config import StepSpec
 from . import (
+    approval,
     body_size,
     cost_estimate,
     entitlement,
@@ -37,5 +38,6 @@ STEPS: dict[str, StepSpec[Any]] = {
         session_budget,
         model_allowlist,
         skill_allowlist,
+        approval,
     )
 }
