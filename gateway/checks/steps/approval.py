@@ -83,12 +83,15 @@ class ApprovalCheck:
         if found is None:
             return ALLOW
         rule, facts = found
-        why = {
-            "model": f"model {ctx.requested_model!r} needs a human's approval",
-            "tool": f"the tools {facts['matched']} need a human's approval",
-            "estimate_usd_over": f"this call could cost up to ${estimate:.6f}, above the"
-            f" ${facts['estimate_usd_over']:.2f} that needs a human's approval",
-        }[rule]
+        if rule == "model":
+            why = f"model {ctx.requested_model!r} needs a human's approval"
+        elif rule == "tool":
+            why = f"the tools {', '.join(facts['matched'])} need a human's approval"
+        else:
+            why = (
+                f"this call could cost up to ${estimate:.6f}, above the"
+                f" ${facts['estimate_usd_over']:.2f} that needs a human's approval"
+            )
         return Hold(
             NAME,
             "approval_required",
