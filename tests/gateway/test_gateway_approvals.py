@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -188,6 +189,8 @@ def test_queue_mode_answers_202_and_the_result_is_fetched_once_approved(
     assert approved["data"]["decided_by"] == decided["decided_by"]
     assert approved["data"]["reason"] == "looks fine" and approved["actor"] == decided["decided_by"]
     assert "queued-secret" not in json.dumps(events)  # the held prompt never enters the trail
+    call = next(e for e in events if e["type"] == "llm.call")
+    assert f"approval: {held['id']} by {decided['decided_by']}" in call["data"]["policy_notes"]
     gone = org.viewer.get(f"/v1/approvals/{held['id']}").json()
     assert gone["executed_at"] is not None
 
@@ -338,3 +341,22 @@ def test_calls_no_rule_matches_pass_straight_through(
     )
     assert costly.status_code == 202  # $1.50 worst case > the default $0.50
     assert json.loads(costly.http_response.text)["approval"]["rule"] == "estimate_usd_over"
+
+
+def test_anthropic_clients_get_their_own_error_shape(
+    new_org: Callable[[dict[str, Any]], Org], stack: Stack
+) -> None:
+    org = new_org(QUEUE)
+    with anthropic.Anthropic(
+        base_url=stack.gateway, api_key=org.agent_key, max_retries=0, timeout=WAIT_S
+    ) as claude:
+        raw = claude.messages.with_raw_response.create(
+            model="fake-gpt", max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.status_code == 202
+        decide(org, pending(org)["id"], "reject", "not this one")
+        with pytest.raises(anthropic.PermissionDeniedError) as refused:
+            claude.get(raw.headers["location"], cast_to=httpx.Response)
+    body = refused.value.body
+    assert isinstance(body, dict) and body["type"] == "error"
+    assert body["error"]["type"] == "permission_error" and body["error"]["step"] == "approval"
