@@ -78,6 +78,8 @@ class ApprovalRecord(BaseModel):
     result_ttl_s: float = 3600.0
     """Seconds an approved call waits to be run (fetched, in queue mode)."""
     decided_by: str | None = None
+    """The actor that decided (`key:<id>`), or `system` when it expired."""
+    decided_by_user: str | None = None
     decided_at: datetime | None = None
     reason: str | None = None
     """Why it was decided: the human's words, or `approval_timeout`, `client_disconnected`,
@@ -150,9 +152,16 @@ async def _change(
 
 
 async def decide_approval(
-    store: Store, record: ApprovalRecord, *, approve: bool, by: str, reason: str
+    store: Store,
+    record: ApprovalRecord,
+    *,
+    approve: bool,
+    by: str,
+    reason: str,
+    user_id: str | None = None,
 ) -> ApprovalRecord:
-    """Approve or reject a pending approval; ConflictError (naming the status) otherwise."""
+    """Approve or reject a pending approval; ConflictError (naming the status) otherwise.
+    `by`: the deciding actor (`key:<id>`); `user_id`: the user that key belongs to, if any."""
     now = utcnow()
     if record.overdue(now):
         await expire_approval(store, record, "approval_timeout")
@@ -171,6 +180,7 @@ async def decide_approval(
     changes: dict[str, Any] = {
         "status": status,
         "decided_by": by,
+        "decided_by_user": user_id,
         "decided_at": now,
         "reason": reason,
     }
@@ -178,7 +188,9 @@ async def decide_approval(
         changes["expires_at"] = now + timedelta(seconds=record.result_ttl_s)
     else:
         changes["request"] = None
-    event = _event(record, f"approval.{status}", by, decided_by=by, reason=reason)
+    event = _event(
+        record, f"approval.{status}", by, decided_by=by, decided_by_user=user_id, reason=reason
+    )
     return await _change(store, record, changes, event)
 
 

@@ -47,5 +47,6 @@ class ApprovalService:
         self, who: Principal, approval_id: str, *, approve: bool, reason: str
     ) -> ApprovalRecord:
         record = await self.get(who, approval_id)
-        by = who.actor if who.user_id is None else f"{who.actor} (user {who.user_id})"
-        return await decide_approval(self._store, record, approve=approve, by=by, reason=reason)
+        return await decide_approval(
+            self._store, record, approve=approve, by=who.actor, reason=reason, user_id=who.user_id
+        )

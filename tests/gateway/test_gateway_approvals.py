@@ -360,3 +360,28 @@ def test_anthropic_clients_get_their_own_error_shape(
     body = refused.value.body
     assert isinstance(body, dict) and body["type"] == "error"
     assert body["error"]["type"] == "permission_error" and body["error"]["step"] == "approval"
+
+
+def test_a_held_client_that_hangs_up_expires_its_approval(
+    new_org: Callable[[dict[str, Any]], Org], stack: Stack
+) -> None:
+    org = new_org(HOLD)
+    body = {"model": "fake-gpt", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    headers = {"Authorization": f"Bearer {org.agent_key}"}
+    with (
+        httpx.Client(timeout=WAIT_S) as http,
+        http.stream("POST", f"{stack.gateway}/v1/chat/completions", json=body, headers=headers)
+        as response,
+    ):
+        lines = response.iter_lines()  # kept: a dropped iterator closes the connection
+        assert next(lines) == ": keepalive"
+        approval_id = pending(org)["id"]
+    # The connection is closed: the gateway notices at its next keepalive at the latest.
+    deadline = time.monotonic() + WAIT_S
+    record = org.viewer.get(f"/v1/approvals/{approval_id}").json()
+    while record["status"] == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        record = org.viewer.get(f"/v1/approvals/{approval_id}").json()
+    assert record["status"] == "expired" and record["reason"] == "client_disconnected"
+    late = org.operator.post(f"/v1/approvals/{approval_id}/approve", json={"reason": "late"})
+    assert late.status_code == 409 and late.json()["error"]["status"] == "expired"
