@@ -24,7 +24,7 @@ from paddock_core import (
 )
 
 from .api.errors import install_error_handlers
-from .api.routes import audit, egress, follow, runners, sessions, tenancy
+from .api.routes import approvals, audit, egress, follow, runners, sessions, tenancy
 from .backends import RunnerBackend
 from .backends.base import SupportsAgentTransport
 from .services import (
@@ -34,6 +34,7 @@ from .services import (
     SessionService,
     TenancyService,
 )
+from .services.approvals import ApprovalService
 from .services.egress import EgressService
 from .services.watch import RunnerWatch
 from .settings import ControlPlaneSettings
@@ -138,6 +139,7 @@ def create_app(
         app.state.store = store
         app.state.tenancy = tenancy_service
         app.state.audit = audit_service
+        app.state.approvals = ApprovalService(store=store)
         app.state.follow = FollowService(
             store=store,
             notifier=events_notifier,
@@ -192,6 +194,7 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(follow.router)
     app.include_router(egress.router)
+    app.include_router(approvals.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

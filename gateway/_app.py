@@ -6,6 +6,7 @@ and the upstream connection pools, and closes them again on shutdown.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ from paddock_core import (
     open_store,
 )
 
+from ._approvals import sweep_approvals
 from ._cache import MemoryResponseCache, ResponseCache
 from ._calls import STARTED_KEY
 from ._chains import ChainSource, ConfiguredChains, FixedChain
@@ -169,7 +171,17 @@ def create_gateway(
                     on_change=metrics.set_breaker,
                 ),
                 metrics=metrics,
+                notifier=events_notifier,
             )
+            sweeper = asyncio.get_running_loop().create_task(
+                sweep_approvals(store, settings.approval_sweep_s)
+            )
+
+            async def stop_sweeper() -> None:
+                sweeper.cancel()
+                await asyncio.gather(sweeper, return_exceptions=True)
+
+            stack.push_async_callback(stop_sweeper)
             logger.info(
                 "gateway ready: %d providers, %d aliases, %d locally priced models",
                 len(policies.providers),

@@ -6,6 +6,7 @@ takes effect on its very next call.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 from dataclasses import dataclass
@@ -26,11 +27,19 @@ from paddock_core import (
     authenticate_api_key,
     hash_token,
     key_fingerprint,
+    utcnow,
 )
 
 from ._state import GatewayState, StateDep
 
-__all__ = ["RUNNER_TOKEN_PREFIX", "Caller", "CallerDep", "ServingCallerDep", "authenticate"]
+__all__ = [
+    "RUNNER_TOKEN_PREFIX",
+    "Caller",
+    "CallerDep",
+    "ServingCallerDep",
+    "authenticate",
+    "refresh_caller",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -173,3 +182,21 @@ async def require_serving(caller: Annotated[Caller, Depends(authenticate)]) -> C
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
 ServingCallerDep = Annotated[Caller, Depends(require_serving)]
+
+
+async def refresh_caller(state: GatewayState, caller: Caller) -> Caller:
+    """The caller as it stands now, for a call that waited (held for approval): its key must
+    still be usable, its runner still serving, and its session's spend is read again."""
+    if caller.key_id is not None and caller.runner is None:
+        doc = await state.store.get_object("api_key", caller.key_id)
+        if doc is None or not ApiKeyRecord.model_validate(doc).usable(utcnow()):
+            raise AuthenticationError("the API key was revoked or expired", reason="key_not_usable")
+    if caller.runner is None:
+        return caller
+    runner = await state.store.get_runner(caller.runner.id)
+    if runner is None or runner.deleted or runner.state not in _SERVING_STATES:
+        raise AuthenticationError(
+            f"runner {caller.runner.id} is no longer serving", reason="runner_not_live"
+        )
+    session = await state.store.get_session(runner.session_id) if runner.session_id else None
+    return dataclasses.replace(caller, runner=runner, session=session)

@@ -40,15 +40,19 @@ from paddock_core import (
 from .checks import Deny, Hold
 
 __all__ = [
+    "PROTOCOL_KEY",
+    "ClientProtocol",
     "PolicyDeniedError",
     "ProviderUnavailableError",
     "RateLimitedError",
     "RequestTooLargeError",
+    "describe_error",
     "error_body",
     "error_response",
     "install_error_handlers",
     "policy_error",
     "protocol_of_path",
+    "sse_error_event",
     "stream_error_event",
 ]
 
@@ -99,19 +103,10 @@ _TYPE_BY_STATUS = {
 
 
 def policy_error(decision: Deny | Hold, headers: Mapping[str, str]) -> PolicyDeniedError:
-    if isinstance(decision, Hold):
-        # Without an approval queue a held call cannot wait: refuse it (fail closed).
-        return PolicyDeniedError(
-            decision.message,
-            status=403,
-            step=decision.step,
-            reason=decision.reason,
-            data=decision.data,
-            headers=headers,
-        )
+    """A held call that cannot wait (its approval could not be kept) is refused: fail closed."""
     return PolicyDeniedError(
         decision.message,
-        status=decision.status,
+        status=decision.status if isinstance(decision, Deny) else 403,
         step=decision.step,
         reason=decision.reason,
         data=decision.data,
@@ -153,8 +148,18 @@ _ANTHROPIC_TYPES = {
 }
 
 
+PROTOCOL_KEY = "paddock.protocol"
+"""ASGI scope key: the client protocol errors must use when the path does not tell (an
+approval's result is fetched at /v1/approvals/{id} whatever API the held call used)."""
+
+
 def protocol_of_path(path: str) -> ClientProtocol:
     return "anthropic" if path.startswith("/v1/messages") else "openai"
+
+
+def _protocol(request: Request) -> ClientProtocol:
+    given = request.scope.get(PROTOCOL_KEY)
+    return given if given in ("openai", "anthropic") else protocol_of_path(request.url.path)
 
 
 def error_body(
@@ -209,27 +214,26 @@ def _status_of(exc: PaddockError) -> tuple[int, str]:
     return 500, "api_error"
 
 
-async def _policy_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, PolicyDeniedError)
-    type_ = _TYPE_BY_STATUS.get(exc.status, "permission_error")
-    if exc.step in _BUDGET_STEPS and exc.status == 403:
-        type_ = "budget_exceeded"
-    extra: dict[str, object] = {"step": exc.step}
-    if exc.data:
-        extra["details"] = exc.data
-    return error_response(
-        exc.status,
-        exc.message,
-        type_=type_,
-        code=str(exc.details["reason"]),
-        headers=exc.headers or None,
-        protocol=protocol_of_path(request.url.path),
-        extra=extra,
-    )
-
-
-async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, PaddockError)
+def describe_error(
+    exc: PaddockError, protocol: ClientProtocol
+) -> tuple[int, dict[str, object], dict[str, str]]:
+    """(status, body, headers) of a Paddock error, in `protocol`'s error shape."""
+    if isinstance(exc, PolicyDeniedError):
+        type_ = _TYPE_BY_STATUS.get(exc.status, "permission_error")
+        if exc.step in _BUDGET_STEPS and exc.status == 403:
+            type_ = "budget_exceeded"
+        extra: dict[str, object] = {"step": exc.step}
+        if exc.data:
+            extra["details"] = exc.data
+        body = error_body(
+            protocol,
+            exc.status,
+            exc.message,
+            type_=type_,
+            code=str(exc.details["reason"]),
+            extra=extra,
+        )
+        return exc.status, body, exc.headers
     status, type_ = _status_of(exc)
     if status >= 500:
         logger.warning("answering %d: %s", status, exc.message)
@@ -238,15 +242,27 @@ async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
     retry_after = exc.details.get("retry_after_s")
     if isinstance(retry_after, int | float):
         headers["retry-after"] = str(max(int(retry_after + 0.999), 1))
-    return error_response(
+    body = error_body(
+        protocol,
         status,
         exc.message,
         type_=type_,
         code=reason if isinstance(reason, str) else exc.code,
         param=exc.field if isinstance(exc, InvalidRequestError) else None,
-        headers=headers or None,
-        protocol=protocol_of_path(request.url.path),
     )
+    return status, body, headers
+
+
+def sse_error_event(protocol: ClientProtocol, body: Mapping[str, object]) -> bytes:
+    """An error body (`error_body`) as the SSE event the client's SDK raises on."""
+    data = json.dumps(body).encode()
+    return (b"event: error\ndata: " if protocol == "anthropic" else b"data: ") + data + b"\n\n"
+
+
+async def _paddock_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PaddockError)
+    status, body, headers = describe_error(exc, _protocol(request))
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -257,7 +273,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         str(exc.detail),
         type_=type_,
         headers=exc.headers,
-        protocol=protocol_of_path(request.url.path),
+        protocol=_protocol(request),
     )
 
 
@@ -271,7 +287,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         type_="invalid_request_error",
         code="invalid_request",
         param=".".join(loc) or None,
-        protocol=protocol_of_path(request.url.path),
+        protocol=_protocol(request),
     )
 
 
@@ -282,12 +298,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         "internal gateway error",
         type_="api_error",
         code="internal_error",
-        protocol=protocol_of_path(request.url.path),
+        protocol=_protocol(request),
     )
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(PolicyDeniedError, _policy_error)
     app.add_exception_handler(PaddockError, _paddock_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

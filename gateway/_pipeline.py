@@ -15,9 +15,17 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from paddock_core import AppendAudit, AuditEvent, InvalidRequestError, UpstreamError, new_id
+from paddock_core import (
+    AppendAudit,
+    ApprovalRecord,
+    AuditEvent,
+    InvalidRequestError,
+    UpstreamError,
+    new_id,
+)
 
-from ._auth import Caller
+from ._approvals import hold_call, holds_for_approval
+from ._auth import Caller, refresh_caller
 from ._cache import CachedAnswer, cache_key
 from ._calls import ClientCall
 from ._costs import CallMeta
@@ -71,9 +79,14 @@ def _local_count(call: ClientCall) -> Response:
 
 
 async def handle_call(
-    state: GatewayState, caller: Caller, call: ClientCall, started: float
+    state: GatewayState,
+    caller: Caller,
+    call: ClientCall,
+    started: float,
+    approval: ApprovalRecord | None = None,
 ) -> Response:
-    """`started`: perf_counter() when the request arrived (for the overhead figure)."""
+    """`started`: perf_counter() when the request arrived (for the overhead figure).
+    `approval`: the claimed approval of a call that was held (step 15 then lets it through)."""
     org = await state.orgs.get(caller.org_id)
     routes = state.router.routes(call.model, org)
     primary = routes[0]
@@ -105,6 +118,7 @@ async def handle_call(
         now=time.time(),
         key_models=caller.key_models,
         key_skills=caller.key_skills,
+        approved=approval is not None,
         runner_pending_usd=state.ledger.pending_usd(
             f"runner:{caller.runner.id}" if caller.runner else None
         ),
@@ -113,9 +127,19 @@ async def handle_call(
         ),
     )
     result = await chain.decide(ctx)
-    if not isinstance(result.decision, Allow):
+    decision = result.decision
+    if isinstance(decision, Hold) and approval is None and holds_for_approval(decision):
+
+        async def resume(approved: ApprovalRecord) -> Response:
+            fresh = await refresh_caller(state, caller)
+            return await handle_call(state, fresh, call, time.perf_counter(), approved)
+
+        return await hold_call(state, ctx, call, result, resume)
+    if not isinstance(decision, Allow):
         await _audit_refusal(state, ctx, result)
-        raise policy_error(result.decision, result.headers)
+        raise policy_error(decision, result.headers)
+    if approval is not None:
+        result.notes.append(f"approval: {approval.id} by {approval.decided_by}")
     if result.body is not call.body:
         call = dataclasses.replace(call, body=dict(result.body))
     response: Response | None = None

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from paddock_core import AuthenticationError
+from paddock_core import AuthenticationError, claim_approval
 
-from ._auth import CallerDep, authenticate, require_serving
+from ._approvals import approval_for, pending_answer, rejection
+from ._auth import CallerDep, ServingCallerDep, authenticate, require_serving
 from ._calls import STARTED_KEY, parse_call, read_body
+from ._errors import PROTOCOL_KEY
 from ._pipeline import handle_call
 from ._state import StateDep, state_of
-from .providers import Endpoint
+from .providers import Endpoint, client_protocol
 
 __all__ = ["LLM_ROUTES", "router"]
 
@@ -72,6 +75,26 @@ async def list_models(request: Request, state: StateDep, caller: CallerDep) -> d
             for m, owner in owners.items()
         ],
     }
+
+
+@router.get("/v1/approvals/{approval_id}")
+async def approval_result(
+    approval_id: str, request: Request, state: StateDep, caller: ServingCallerDep
+) -> Response:
+    """A held call (queue mode), for the caller who made it: 202 while pending; 403 (step
+    `approval`) once rejected or expired; once approved, the call runs now and this answers
+    with its result, once (a second fetch is 409 `approval_already_used`)."""
+    record = await approval_for(state, caller, approval_id)
+    request.scope[PROTOCOL_KEY] = client_protocol(record.endpoint)  # errors in its shape
+    if record.status == "pending":
+        return pending_answer(record)
+    if record.status != "approved":
+        raise rejection(record)
+    claimed = await claim_approval(state.store, record, by=caller.actor)
+    raw = json.dumps(claimed.request).encode()
+    call = parse_call(cast(Endpoint, claimed.endpoint), raw, claimed.request_headers)
+    started = request.scope.get(STARTED_KEY) or time.perf_counter()
+    return await handle_call(state, caller, call, started, claimed)
 
 
 def _llm_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:

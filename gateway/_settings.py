@@ -75,6 +75,18 @@ class GatewaySettings(CoreSettings):
         " behind (group commit, milliseconds later) so answers never wait on the disk; budget"
         " checks still count the unwritten spend",
     )
+    approval_poll_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="a held call re-reads its approval at least this often, in seconds (a"
+        " decision wakes it at once through the notifier; this is the fallback)",
+    )
+    approval_sweep_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds between sweeps that expire overdue approvals (and drop their"
+        " held bodies)",
+    )
     metrics_public: bool = Field(
         default=False, description="serve /metrics without the admin key (trusted networks only)"
     )

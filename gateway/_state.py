@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from paddock_core import Policies, Store
+from paddock_core import Notifier, Policies, Store
 
 from ._cache import ResponseCache
 from ._chains import ChainSource
@@ -36,6 +36,8 @@ class GatewayState:
     cache: ResponseCache
     breakers: Breakers
     metrics: GatewayMetrics
+    notifier: Notifier
+    """Wakes held calls when their org's audit trail grows (a decision is audited)."""
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -15,14 +15,13 @@ from typing import Any
 import click
 import httpx
 
+from ._approvals_cli import approvals
+from ._client import Api as _Api
+from ._client import admin_key_file as _admin_key_file
+from ._client import print_json as _print
+from ._client import url_option as _url_option
+
 __all__ = ["main"]
-
-_DEFAULT_URL = "http://127.0.0.1:8001"
-
-
-def _admin_key_file(data_dir: Path) -> Path:
-    return data_dir / "admin_key"
-
 
 def _ensure_admin_key(data_dir: Path) -> str:
     """PADDOCK_ADMIN_KEY, else the key generated at first start (kept 0600 in the data dir)."""
@@ -241,38 +240,6 @@ def fake_e2b_cmd(
 # --- client commands ----------------------------------------------------------------------
 
 
-class _Api:
-    def __init__(self, url: str) -> None:
-        key = os.environ.get("PADDOCK_ADMIN_KEY")
-        if not key:
-            path = _admin_key_file(Path(os.environ.get("PADDOCK_DATA_DIR", ".paddock")))
-            key = path.read_text().strip() if path.exists() else ""
-        if not key:
-            raise click.ClickException("set PADDOCK_ADMIN_KEY (or run `paddock serve` here once)")
-        self.client = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=None
-        )
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        try:
-            response = self.client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"cannot reach the control plane: {exc}") from exc
-        if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                message = f"{response.status_code} {error['code']}: {error['message']}"
-            except (ValueError, KeyError, TypeError):
-                message = f"{response.status_code}: {response.text[:300]}"
-            raise click.ClickException(message)
-        return response.json() if response.content else None
-
-
-def _print(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-_url_option = click.option("--url", envvar="PADDOCK_URL", default=_DEFAULT_URL, show_default=True)
 
 
 @main.group()
@@ -595,3 +562,6 @@ def keys_list(url: str) -> None:
 @_url_option
 def keys_revoke(key_id: str, url: str) -> None:
     _print(_Api(url).call("POST", f"/v1/keys/{key_id}/revoke"))
+
+
+main.add_command(approvals)

@@ -3,6 +3,17 @@
 Both `controlplane` and `gateway` import this package; it imports neither.
 """
 
+from ._approvals import (
+    APPROVAL_STATUSES,
+    ApprovalRecord,
+    ApprovalStatus,
+    claim_approval,
+    decide_approval,
+    expire_approval,
+    expire_overdue,
+    get_approval,
+    put_approval,
+)
 from ._audit import (
     GENESIS_HASH,
     AuditRow,
@@ -56,7 +67,10 @@ from ._tenancy import ApiKeyRecord, OrgRecord, Role, TeamRecord, UserRecord
 from ._tokens import derive_secret, hash_token, key_fingerprint, mint_token
 
 __all__ = [
+    "APPROVAL_STATUSES",
     "API_KEY_PREFIX",
+    "ApprovalRecord",
+    "ApprovalStatus",
     "ApiKeyRecord",
     "AppendAudit",
     "AppendCheckpoint",
@@ -114,6 +128,12 @@ __all__ = [
     "canonical_bytes",
     "canonical_data",
     "chain_hash",
+    "claim_approval",
+    "decide_approval",
+    "expire_approval",
+    "expire_overdue",
+    "get_approval",
+    "put_approval",
     "derive_secret",
     "format_time",
     "hash_token",

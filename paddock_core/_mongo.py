@@ -66,6 +66,7 @@ from ._store import (
     UpdateObject,
     UpdateRunner,
     UpdateSession,
+    check_expected,
 )
 
 __all__ = ["MongoStore"]
@@ -257,10 +258,11 @@ class MongoStore:
                 doc = record.model_dump(mode="json")
                 row = {"kind": kind, "id": doc["id"], "org_id": doc.get("org_id"), "doc": doc}
                 await self._insert("objects", row, s, f"{kind} {doc['id']}")
-            case UpdateObject(kind=kind, object_id=oid, changes=changes):
+            case UpdateObject(kind=kind, object_id=oid, changes=changes, expected=expected):
                 found = await self._c("objects").find_one({"kind": kind, "id": oid}, session=s)
                 if found is None:
                     raise NotFoundError(f"{kind} {oid} not found")
+                check_expected(kind, oid, found["doc"], expected)
                 doc = {**found["doc"], **_jsonable(changes)}
                 await self._c("objects").update_one(
                     {"kind": kind, "id": oid}, {"$set": {"doc": doc}}, session=s

@@ -41,6 +41,7 @@ from ._store import (
     UpdateObject,
     UpdateRunner,
     UpdateSession,
+    check_expected,
 )
 
 __all__ = ["SqliteStore"]
@@ -316,13 +317,15 @@ class SqliteStore:
                     )
                 except sqlite3.IntegrityError as exc:
                     raise StoreError(f"{kind} {doc['id']} already exists") from exc
-            case UpdateObject(kind=kind, object_id=oid, changes=changes):
+            case UpdateObject(kind=kind, object_id=oid, changes=changes, expected=expected):
                 row = db.execute(
                     "SELECT doc FROM objects WHERE kind = ? AND id = ?", (kind, oid)
                 ).fetchone()
                 if row is None:
                     raise NotFoundError(f"{kind} {oid} not found")
-                doc = {**json.loads(row[0]), **_jsonable(changes)}
+                current = json.loads(row[0])
+                check_expected(kind, oid, current, expected)
+                doc = {**current, **_jsonable(changes)}
                 db.execute(
                     "UPDATE objects SET doc = ? WHERE kind = ? AND id = ?", (_dumps(doc), kind, oid)
                 )

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from ._audit import AuditRow
+from ._errors import VersionConflictError
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Store",
     "UpdateRunner",
     "UpdateSession",
+    "check_expected",
 ]
 
 
@@ -72,7 +74,7 @@ class AppendAudit:
     event: AuditEvent
 
 
-ObjectKind = Literal["org", "team", "user", "api_key", "org_gateway"]
+ObjectKind = Literal["org", "team", "user", "api_key", "org_gateway", "approval"]
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,27 @@ class PutObject:
 
 @dataclass(frozen=True)
 class UpdateObject:
+    """Merge `changes` into an object. With `expected`, compare-and-set: every field named
+    there must hold that value (e.g. `{"version": 3}`), else VersionConflictError and the
+    batch is not applied."""
+
     kind: ObjectKind
     object_id: str
     changes: dict[str, Any]
+    expected: dict[str, Any] | None = None
+
+
+def check_expected(
+    kind: str, object_id: str, current: dict[str, Any], expected: dict[str, Any] | None
+) -> None:
+    """A store's half of `UpdateObject.expected`, run inside the batch's transaction."""
+    for name, value in (expected or {}).items():
+        if current.get(name) != value:
+            raise VersionConflictError(
+                f"{kind} {object_id} changed meanwhile ({name} is {current.get(name)!r},"
+                f" expected {value!r})",
+                current=current.get(name),
+            )
 
 
 @dataclass(frozen=True)

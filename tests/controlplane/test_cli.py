@@ -7,8 +7,10 @@ import json
 import httpx
 from click.testing import CliRunner
 
+from controlplane import ControlPlaneSettings
 from paddock.cli import main
 from tests.controlplane.conftest import ADMIN_KEY
+from tests.controlplane.helpers import seed_approval
 
 
 def run(api: httpx.Client, *args: str) -> str:
@@ -44,3 +46,23 @@ def test_cli_errors_are_readable(api: httpx.Client) -> None:
 
     bad = CliRunner().invoke(main, ["runners", "create", "--profile", "root"], env=env)
     assert bad.exit_code == 1 and "unknown profile 'root'" in bad.output
+
+
+def test_approval_commands(api: httpx.Client, cp_settings: ControlPlaneSettings) -> None:
+    database = cp_settings.resolved_database_url()
+    first = seed_approval(database, cp_settings.org_id)
+    second = seed_approval(database, cp_settings.org_id)
+    listed = run(api, "approvals", "list")
+    assert first in listed and second in listed and "pending" in listed
+    approved = json.loads(run(api, "approvals", "approve", first, "--reason", "fine"))
+    assert approved["status"] == "approved" and approved["reason"] == "fine"
+    rejected = json.loads(run(api, "approvals", "reject", second, "--reason", "no"))
+    assert rejected["status"] == "rejected"
+    assert first not in run(api, "approvals", "list")
+    assert first in run(api, "approvals", "list", "--status", "all")
+
+    env = {"PADDOCK_URL": str(api.base_url), "PADDOCK_ADMIN_KEY": ADMIN_KEY}
+    again = CliRunner().invoke(main, ["approvals", "approve", first, "--reason", "x"], env=env)
+    assert again.exit_code == 1 and "409 conflict: approval" in again.output
+    no_reason = CliRunner().invoke(main, ["approvals", "reject", first], env=env)
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output

@@ -13,7 +13,7 @@ import pytest
 from controlplane import ControlPlaneSettings, create_app
 from controlplane.backends.fake import FakeBackend
 from tests.controlplane.conftest import ADMIN_KEY
-from tests.controlplane.helpers import wait_for_state
+from tests.controlplane.helpers import seed_approval, wait_for_state
 from tests.support.servers import serve_app
 
 
@@ -69,14 +69,19 @@ def populate(org: Org) -> dict[str, str]:
     }
 
 
-def test_every_route_hides_other_orgs_objects(platform: str) -> None:
+def test_every_route_hides_other_orgs_objects(
+    platform: str, cp_settings: ControlPlaneSettings
+) -> None:
     a, b = new_org(platform, "a"), new_org(platform, "b")
     ids = populate(a)
+    ids["approval_id"] = seed_approval(cp_settings.resolved_database_url(), a.id)
     bodies = {
         "/v1/runners/{runner_id}/sessions": {},
         "/v1/sessions/{session_id}/messages": {"content": "hi"},
         "/v1/runners/{runner_id}/egress": {},
         "/v1/orgs/{org_id}/policy": {},
+        "/v1/approvals/{approval_id}/approve": {"reason": "x"},
+        "/v1/approvals/{approval_id}/reject": {"reason": "x"},
     }
     schema = create_app(ControlPlaneSettings(admin_key="x"), backend=FakeBackend()).openapi()
     checked = 0
@@ -96,6 +101,8 @@ def test_every_route_hides_other_orgs_objects(platform: str) -> None:
         e["runner_id"] != ids["runner_id"] for e in b.admin.get("/v1/audit").json()["events"]
     )
     assert b.admin.get("/v1/spend").json()["calls"] == 0
+    assert b.admin.get("/v1/approvals").json()["approvals"] == []
+    assert a.admin.get(f"/v1/approvals/{ids['approval_id']}").json()["status"] == "pending"
     assert a.admin.get(f"/v1/runners/{ids['runner_id']}").json()["state"] == "running"
     # B cannot create keys in A, nor create orgs.
     assert (

@@ -516,6 +516,28 @@ def test_objects_put_get_list_update(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_object_updates_compare_and_set_when_asked(backend: Backend) -> None:
+    team = TeamRecord(id="tm_cas", org_id="org_a", name="t")
+
+    async def body(store: Store) -> None:
+        await store.apply([PutObject("team", team)])
+        await store.apply([UpdateObject("team", team.id, {"name": "u"}, expected={"name": "t"})])
+        event = AuditEvent(org_id="org_a", actor="test", type="team.renamed")
+        with pytest.raises(VersionConflictError) as lost:
+            await store.apply(
+                [
+                    UpdateObject("team", team.id, {"name": "v"}, expected={"name": "t"}),
+                    AppendAudit(event),
+                ]
+            )
+        assert lost.value.details["current"] == "u"
+        got = await store.get_object("team", team.id)
+        assert got is not None and got["name"] == "u"
+        assert await store.list_audit("org_a") == []  # the losing batch left nothing
+
+    backend.run(body)
+
+
 # --- LLM calls ------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .._config import StepSpec
 from . import (
+    approval,
     body_size,
     budget,
     classifier,
@@ -54,5 +55,6 @@ STEPS: dict[str, StepSpec[Any]] = {
         classifier,
         model_allowlist,
         skill_allowlist,
+        approval,
     )
 }
