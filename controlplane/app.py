@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from egress import load_egress_policy
+from gateway.checks import ContentPolicies
 from paddock_core import (
     CheckpointSigner,
     Notifier,
@@ -36,6 +37,7 @@ from .services import (
 )
 from .services.approvals import ApprovalService
 from .services.egress import EgressService
+from .services.transcripts import purge_transcripts_periodically
 from .services.watch import RunnerWatch
 from .settings import ControlPlaneSettings
 
@@ -135,6 +137,9 @@ def create_app(
         checkpoints = asyncio.get_running_loop().create_task(
             _checkpoint_periodically(store, audit_service, settings.checkpoint_interval_s)
         )
+        purging = asyncio.get_running_loop().create_task(
+            purge_transcripts_periodically(store, settings.transcript_purge_interval_s)
+        )
         app.state.settings = settings
         app.state.store = store
         app.state.tenancy = tenancy_service
@@ -156,6 +161,8 @@ def create_app(
             runners=runner_service,
             http=http,
             message_timeout_s=settings.message_timeout_s,
+            # Transcript text is redacted by the gateway chain's own PII patterns.
+            redact=ContentPolicies.load(settings.policies_dir).redactor(),
             on_budget_exhausted=settings.on_budget_exhausted,
         )
         watch = RunnerWatch(
@@ -171,7 +178,8 @@ def create_app(
             yield
         finally:
             checkpoints.cancel()
-            await asyncio.gather(checkpoints, return_exceptions=True)
+            purging.cancel()
+            await asyncio.gather(checkpoints, purging, return_exceptions=True)
             await watch.close()
             await runner_service.shutdown()
             await http.aclose()

@@ -44,6 +44,9 @@ class ControlPlaneSettings(CoreSettings):
     checkpoint_interval_s: float = Field(
         300.0, gt=0, description="how often each org's audit head is signed, seconds"
     )
+    transcript_purge_interval_s: float = Field(
+        3600.0, gt=0, description="how often transcripts past their org's retention go, seconds"
+    )
     # Confinement (the Docker backend and the egress proxy read the same names).
     egress_port: int = Field(8004, description="runners reach the egress proxy on this port")
     egress_dns_port: int = Field(8053, description="runners' DNS is redirected to this UDP port")

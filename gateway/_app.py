@@ -172,6 +172,7 @@ def create_gateway(
                 ),
                 metrics=metrics,
                 notifier=events_notifier,
+                redact=content.redactor(),
             )
             sweeper = asyncio.get_running_loop().create_task(
                 sweep_approvals(store, settings.approval_sweep_s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -234,8 +235,10 @@ class Ledger:
         status: int,
         latency_ms: float,
         cache_hit: bool = False,
+        extra: Sequence[Operation] = (),
     ) -> LlmCallRecord:
-        """Record one call. `status` is the provider's HTTP status, 502 when none came back,
+        """Record one call, with `extra` operations in the same batch (transcript entries).
+        `status` is the provider's HTTP status, 502 when none came back,
         499 when the client went away mid-stream; `latency_ms` is upstream time in ms.
         A cache hit costs nothing."""
         cost = 0.0 if cache_hit else self._pricing.cost_usd(meta.provider, meta.model, usage)
@@ -292,7 +295,7 @@ class Ledger:
             session_id=meta.session_id,
             data=data,
         )
-        ops: list[Operation] = [RecordLlmCall(call), AppendAudit(event)]
+        ops: list[Operation] = [RecordLlmCall(call), AppendAudit(event), *extra]
         if self._durable:
             await self._store.apply(ops)
         else:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import SecretStr
 
-from paddock_core import OrgGatewayRecord, Store, open_provider_key
+from paddock_core import OrgGatewayRecord, Store, TranscriptSettings, open_provider_key
 
 __all__ = ["OrgGateway", "OrgSettingsSource", "StaticOrgSettings", "StoredOrgSettings"]
 
@@ -36,6 +36,7 @@ class OrgGateway:
     """None: chain.yaml's choice, else the default plan."""
     policy: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """The org's own step settings, over its plan's (policies/chain.yaml format)."""
+    transcripts: TranscriptSettings = TranscriptSettings()
 
 
 _DEFAULT = OrgGateway()
@@ -85,4 +86,7 @@ class StoredOrgSettings:
             provider_base_urls=dict(record.provider_base_urls),
             plan=record.plan,
             policy={k: dict(v) for k, v in record.policy.items()},
+            transcripts=TranscriptSettings(
+                record.transcript_content, record.transcript_retention_days
+            ),
         )

@@ -17,9 +17,11 @@ from starlette.responses import JSONResponse, Response
 
 from paddock_core import (
     AppendAudit,
+    AppendTranscript,
     ApprovalRecord,
     AuditEvent,
     InvalidRequestError,
+    Operation,
     UpstreamError,
     new_id,
 )
@@ -36,6 +38,7 @@ from ._proxy import UpstreamReply, UpstreamStream
 from ._routing import Route
 from ._state import GatewayState
 from ._streaming import SseRelay, StreamEnd
+from ._transcripts import Part, reply_entries, reply_parts, request_entries, sse_reply_parts
 from ._usage import Usage, estimate_tokens
 from .checks import Allow, CallContext, ChainResult, Deny, Hold, Outcome, TokenPrice
 from .providers import API_NAMES, adapter_for, client_protocol
@@ -192,10 +195,20 @@ async def _proceed(
     headers = dict(result.headers)
 
     async def record(
-        meta: CallMeta, usage: Usage, *, status: int, latency_ms: float, cache_hit: bool = False
+        meta: CallMeta,
+        usage: Usage,
+        *,
+        status: int,
+        latency_ms: float,
+        cache_hit: bool = False,
+        reply: list[Part] | None = None,
+        unseen_chars: int = 0,
     ) -> None:
+        """Record the call (with its transcript entries, for a session) and settle the chain's
+        holds with its cost."""
+        extra = _transcript(state, caller, call, org, meta, reply or [], unseen_chars)
         recorded = await state.ledger.record(
-            meta, usage, status=status, latency_ms=latency_ms, cache_hit=cache_hit
+            meta, usage, status=status, latency_ms=latency_ms, cache_hit=cache_hit, extra=extra
         )
         await result.settle(
             Outcome(recorded.cost_usd, usage.prompt_tokens, usage.completion_tokens)
@@ -228,8 +241,18 @@ async def _proceed(
         hit = await state.cache.get(key)
         state.metrics.cache.labels(caller.org_id, "hit" if hit else "miss").inc()
         if hit is not None:
+            cached = (
+                sse_reply_parts(call.endpoint, hit.body)
+                if hit.content_type == "text/event-stream"
+                else reply_parts(call.endpoint, _json_or_none(hit.body))
+            )
             await record(
-                meta_for(primary), hit.usage, status=200, latency_ms=0.0, cache_hit=True
+                meta_for(primary),
+                hit.usage,
+                status=200,
+                latency_ms=0.0,
+                cache_hit=True,
+                reply=cached,
             )
             headers[CACHE_HEADER] = "HIT"
             _overhead(state, call, headers, _ms(started))
@@ -262,10 +285,12 @@ async def _proceed(
             estimated=True,
         )
         body = answer.body
+        shown = data
         if done.adapter.translated and isinstance(data, dict):
-            translated = done.adapter.reply(data, done.route.model, usage)
-            body = json.dumps(translated, separators=(",", ":")).encode()
-        await record(meta, usage, status=answer.status, latency_ms=upstream_ms)
+            shown = done.adapter.reply(data, done.route.model, usage)
+            body = json.dumps(shown, separators=(",", ":")).encode()
+        parts = reply_parts(call.endpoint, shown)
+        await record(meta, usage, status=answer.status, latency_ms=upstream_ms, reply=parts)
         if key is not None:
             await state.cache.put(key, CachedAnswer(body, "application/json", usage))
         _overhead(state, call, headers, _ms(started) - upstream_ms)
@@ -285,7 +310,15 @@ async def _proceed(
             cache_write_tokens=end.started.cache_write_tokens if end.started else 0,
             estimated=True,
         )
-        await record(meta, usage, status=end.status, latency_ms=_ms(upstream_started))
+        parts = sse_reply_parts(call.endpoint, end.captured) if end.captured else []
+        await record(
+            meta,
+            usage,
+            status=end.status,
+            latency_ms=_ms(upstream_started),
+            reply=parts,
+            unseen_chars=0 if end.captured else end.completion_chars,
+        )
         if key is not None and end.captured is not None:
             await state.cache.put(key, CachedAnswer(end.captured, "text/event-stream", usage))
 
@@ -301,9 +334,45 @@ async def _proceed(
         error_event=error_event,
         headers=headers,
         keepalive_s=state.settings.stream_keepalive_s,
-        capture_limit=state.settings.cache_max_entry_bytes if key is not None else None,
+        capture_limit=state.settings.cache_max_entry_bytes
+        if key is not None or (caller.session is not None and org.transcripts.content)
+        else None,
         metrics=state.metrics,
     )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _transcript(
+    state: GatewayState,
+    caller: Caller,
+    call: ClientCall,
+    org: OrgGateway,
+    meta: CallMeta,
+    reply: list[Part],
+    unseen_chars: int = 0,
+) -> list[Operation]:
+    """A session's transcript entries for one call: the turn sent, and what came back."""
+    session = caller.session
+    if session is None or call.endpoint in ("embeddings", "count_tokens"):
+        return []
+    common: dict[str, Any] = {
+        "org_id": caller.org_id,
+        "session_id": session.id,
+        "runner_id": meta.runner_id,
+        "call_id": meta.id,
+        "model": meta.model,
+        "settings": org.transcripts,
+        "redact": state.redact,
+    }
+    entries = request_entries(endpoint=call.endpoint, body=call.body, **common)
+    entries += reply_entries(parts=reply, unseen_chars=unseen_chars, **common)
+    return [AppendTranscript(tuple(entries))] if entries else []
 
 
 def _counted(

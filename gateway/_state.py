@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from paddock_core import Notifier, Policies, Store
+from paddock_core import Notifier, Policies, Redactor, Store
 
 from ._cache import ResponseCache
 from ._chains import ChainSource
@@ -38,6 +38,8 @@ class GatewayState:
     metrics: GatewayMetrics
     notifier: Notifier
     """Wakes held calls when their org's audit trail grows (a decision is audited)."""
+    redact: Redactor
+    """PII redaction for stored transcript text (the chain's PII patterns)."""
 
 
 async def get_state(request: Request) -> GatewayState:

@@ -42,13 +42,22 @@ from ._keys import API_KEY_PREFIX, authenticate_api_key, mint_api_key
 from ._notify import LocalNotifier, Notifier, NotifyingStore, RedisNotifier, make_notifier
 from ._org_gateway import OrgGatewayRecord, open_provider_key, seal_provider_key
 from ._policies import ModelPrice, Policies, Profile, ProviderSpec, SandboxLevel, load_policies
-from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, new_id, utcnow
+from ._records import (
+    AuditEvent,
+    LlmCallRecord,
+    RunnerRecord,
+    SessionRecord,
+    TranscriptEntry,
+    new_id,
+    utcnow,
+)
 from ._settings import DEFAULT_POLICIES_DIR, CoreSettings
 from ._signing import CheckpointSigner, check_checkpoints, verify_checkpoint_signature
 from ._sqlite import SqliteStore
 from ._store import (
     AppendAudit,
     AppendCheckpoint,
+    AppendTranscript,
     AuditCheckpoint,
     AuditQuery,
     BatchResult,
@@ -56,6 +65,7 @@ from ._store import (
     InsertSession,
     ObjectKind,
     Operation,
+    PurgeTranscripts,
     PutObject,
     RecordLlmCall,
     Store,
@@ -65,6 +75,7 @@ from ._store import (
 )
 from ._tenancy import ApiKeyRecord, OrgRecord, Role, TeamRecord, UserRecord
 from ._tokens import derive_secret, hash_token, key_fingerprint, mint_token
+from ._transcripts import Redactor, TranscriptSettings, make_entry, transcript_settings
 
 __all__ = [
     "APPROVAL_STATUSES",
@@ -74,6 +85,7 @@ __all__ = [
     "ApiKeyRecord",
     "AppendAudit",
     "AppendCheckpoint",
+    "AppendTranscript",
     "AuditCheckpoint",
     "AuditQuery",
     "AuditRow",
@@ -106,6 +118,7 @@ __all__ = [
     "Policies",
     "Profile",
     "ProviderSpec",
+    "PurgeTranscripts",
     "PutObject",
     "RecordLlmCall",
     "RedisNotifier",
@@ -113,6 +126,11 @@ __all__ = [
     "RunnerRecord",
     "SandboxLevel",
     "SessionRecord",
+    "TranscriptEntry",
+    "Redactor",
+    "TranscriptSettings",
+    "make_entry",
+    "transcript_settings",
     "SqliteStore",
     "Store",
     "StoreError",

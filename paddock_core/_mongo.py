@@ -50,10 +50,18 @@ from pymongo.write_concern import WriteConcern
 
 from ._audit import GENESIS_HASH, AuditRow, format_time, link
 from ._errors import NotFoundError, StoreError, VersionConflictError
-from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, utcnow
+from ._records import (
+    AuditEvent,
+    LlmCallRecord,
+    RunnerRecord,
+    SessionRecord,
+    TranscriptEntry,
+    utcnow,
+)
 from ._store import (
     AppendAudit,
     AppendCheckpoint,
+    AppendTranscript,
     AuditCheckpoint,
     AuditQuery,
     BatchResult,
@@ -61,6 +69,7 @@ from ._store import (
     InsertSession,
     ObjectKind,
     Operation,
+    PurgeTranscripts,
     PutObject,
     RecordLlmCall,
     UpdateObject,
@@ -89,6 +98,7 @@ _INDEXES = {  # "a,b" is a compound index, "!" a unique one
     "audit_events": ("org_id,seq!", "org_id,runner_id,seq", "org_id,session_id,seq"),
     "audit_checkpoints": ("org_id,seq!",),
     "objects": ("kind,id!", "kind,org_id"),
+    "transcripts": ("id!", "session_id,created_at", "org_id,created_at"),
 }
 
 
@@ -270,6 +280,15 @@ class MongoStore:
             case AppendCheckpoint(checkpoint=cp):
                 row = {**asdict(cp), "time": cp.time.isoformat()}
                 await self._insert("audit_checkpoints", row, s, f"checkpoint {cp.seq}")
+            case AppendTranscript(entries=entries):
+                for t in entries:
+                    row = {"id": t.id, "org_id": t.org_id, "session_id": t.session_id}
+                    row |= {"created_at": format_time(t.created_at)}
+                    await self._insert("transcripts", {**row, "doc": t.model_dump(mode="json")}, s)
+            case PurgeTranscripts(org_id=org_id, before=before):
+                await self._c("transcripts").delete_many(
+                    {"org_id": org_id, "created_at": {"$lt": format_time(before)}}, session=s
+                )
 
     async def _insert(
         self, name: str, row: Doc, s: AsyncClientSession, what: str | None = None
@@ -438,6 +457,12 @@ class MongoStore:
     async def list_objects(self, kind: ObjectKind, org_id: str | None) -> list[dict[str, Any]]:
         query = {"kind": kind} if org_id is None else {"kind": kind, "org_id": org_id}
         return [dict(d["doc"]) for d in await self._find("objects", query, _BY_ID)]
+
+
+    async def list_transcript(self, session_id: str) -> list[TranscriptEntry]:
+        sort = [("created_at", ASCENDING), ("_id", ASCENDING)]
+        docs = await self._find("transcripts", {"session_id": session_id}, sort)
+        return [TranscriptEntry.model_validate(d["doc"]) for d in docs]
 
 
 def _record(model: type[_M], found: Doc) -> _M:

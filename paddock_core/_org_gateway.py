@@ -50,6 +50,10 @@ class OrgGatewayRecord(BaseModel):
     """The org's plan (policies/plans.yaml); None: the gateway's default."""
     policy: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """The org's own step settings (policies/chain.yaml `steps` format), over its plan's."""
+    transcript_content: bool = False
+    """Keep the (PII-redacted) text of session transcripts; False: metadata only."""
+    transcript_retention_days: int = 30
+    """Days a transcript entry is kept."""
     updated_at: datetime = Field(default_factory=utcnow)
 
 

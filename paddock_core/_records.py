@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AuditEvent",
     "LlmCallRecord",
+    "TranscriptEntry",
     "RunnerRecord",
     "SessionRecord",
     "new_id",
@@ -115,3 +116,28 @@ class AuditEvent(_Record):
     seq: int = 0
     prev_hash: str = ""
     hash: str = ""
+
+
+class TranscriptEntry(_Record):
+    """One line of a session's transcript: what a person sent, what the model was asked and
+    answered, the tools it called. `text` is None when the org does not store content (then
+    only the metadata is kept); when stored, PII is already redacted (`redacted` names the
+    types found, never the values). Not audit: transcripts age out with the org's retention."""
+
+    id: str
+    org_id: str
+    session_id: str
+    runner_id: str | None = None
+    kind: str
+    """user_message | agent_reply | model_request | model_reply | tool_call | tool_result"""
+    role: str
+    """user | assistant | tool | system"""
+    source: str
+    """controlplane (messages sent through the API) | gateway (what the model saw)."""
+    text: str | None = None
+    chars: int = 0
+    """Length of the original text (kept when the text is not)."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """call_id, model, tool name and arguments size, tokens: never content."""
+    redacted: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -25,10 +25,18 @@ from typing import Any, TypeVar
 
 from ._audit import GENESIS_HASH, AuditRow, format_time, link
 from ._errors import NotFoundError, StoreError, VersionConflictError
-from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, utcnow
+from ._records import (
+    AuditEvent,
+    LlmCallRecord,
+    RunnerRecord,
+    SessionRecord,
+    TranscriptEntry,
+    utcnow,
+)
 from ._store import (
     AppendAudit,
     AppendCheckpoint,
+    AppendTranscript,
     AuditCheckpoint,
     AuditQuery,
     BatchResult,
@@ -36,6 +44,7 @@ from ._store import (
     InsertSession,
     ObjectKind,
     Operation,
+    PurgeTranscripts,
     PutObject,
     RecordLlmCall,
     UpdateObject,
@@ -85,6 +94,11 @@ CREATE TABLE IF NOT EXISTS objects (
     kind TEXT NOT NULL, id TEXT NOT NULL, org_id TEXT, doc TEXT NOT NULL,
     PRIMARY KEY (kind, id));
 CREATE INDEX IF NOT EXISTS objects_org ON objects(kind, org_id);
+CREATE TABLE IF NOT EXISTS transcripts (
+    id TEXT PRIMARY KEY, org_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    created_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS transcripts_session ON transcripts(session_id, created_at);
+CREATE INDEX IF NOT EXISTS transcripts_org ON transcripts(org_id, created_at);
 """
 
 _SPENT = "spent_usd"
@@ -335,6 +349,26 @@ class SqliteStore:
                     " VALUES (?,?,?,?,?,?)",
                     (cp.org_id, cp.seq, cp.hash, cp.time.isoformat(), cp.signature, cp.key_id),
                 )
+            case AppendTranscript(entries=entries):
+                db.executemany(
+                    "INSERT INTO transcripts (id, org_id, session_id, created_at, doc)"
+                    " VALUES (?,?,?,?,?)",
+                    [
+                        (
+                            t.id,
+                            t.org_id,
+                            t.session_id,
+                            format_time(t.created_at),
+                            _dumps(t.model_dump(mode="json")),
+                        )
+                        for t in entries
+                    ],
+                )
+            case PurgeTranscripts(org_id=org_id, before=before):
+                db.execute(
+                    "DELETE FROM transcripts WHERE org_id = ? AND created_at < ?",
+                    (org_id, format_time(before)),
+                )
 
     def _cas_update(
         self, db: sqlite3.Connection, table: str, rid: str, version: int, changes: dict[str, Any]
@@ -558,6 +592,14 @@ class SqliteStore:
                 (kind, org_id),
             )
         return [json.loads(r[0]) for r in rows]
+
+
+    async def list_transcript(self, session_id: str) -> list[TranscriptEntry]:
+        rows = await self._fetch(
+            "SELECT doc FROM transcripts WHERE session_id = ? ORDER BY created_at, rowid",
+            (session_id,),
+        )
+        return [TranscriptEntry.model_validate_json(r[0]) for r in rows]
 
 
 def _store_error(exc: Exception) -> Exception:

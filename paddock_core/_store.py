@@ -17,11 +17,13 @@ from pydantic import BaseModel
 
 from ._audit import AuditRow
 from ._errors import VersionConflictError
-from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord
+from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, TranscriptEntry
 
 __all__ = [
     "AppendAudit",
     "AppendCheckpoint",
+    "AppendTranscript",
+    "PurgeTranscripts",
     "AuditCheckpoint",
     "AuditQuery",
     "ObjectKind",
@@ -111,6 +113,19 @@ def check_expected(
 
 
 @dataclass(frozen=True)
+class AppendTranscript:
+    entries: tuple[TranscriptEntry, ...]
+
+
+@dataclass(frozen=True)
+class PurgeTranscripts:
+    """Delete an org's transcript entries created before `before` (retention)."""
+
+    org_id: str
+    before: datetime
+
+
+@dataclass(frozen=True)
 class AuditCheckpoint:
     """A signed statement of an org's chain head: `signature` = Ed25519 over
     `f"{org_id}:{seq}:{hash}"`, hex; `key_id` names the verifying key."""
@@ -151,6 +166,8 @@ Operation = (
     | PutObject
     | UpdateObject
     | AppendCheckpoint
+    | AppendTranscript
+    | PurgeTranscripts
 )
 
 
@@ -230,3 +247,7 @@ class Store(Protocol):
     async def get_object(self, kind: ObjectKind, object_id: str) -> dict[str, Any] | None: ...
 
     async def list_objects(self, kind: ObjectKind, org_id: str | None) -> list[dict[str, Any]]: ...
+
+    async def list_transcript(self, session_id: str) -> list[TranscriptEntry]:
+        """A session's transcript entries, oldest first."""
+        ...

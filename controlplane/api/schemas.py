@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from paddock_core import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord
+from paddock_core import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, TranscriptEntry
 
 __all__ = [
     "AuditEventPublic",
@@ -140,3 +140,45 @@ class AuditEventPublic(BaseModel):
     @classmethod
     def of(cls, e: AuditEvent) -> AuditEventPublic:
         return cls.model_validate(e.model_dump(exclude={"org_id", "prev_hash"}))
+
+
+class TranscriptEntryPublic(BaseModel):
+    id: str
+    kind: str
+    role: str
+    source: str
+    text: str | None
+    chars: int
+    data: dict[str, Any]
+    redacted: list[str]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, e: TranscriptEntry) -> TranscriptEntryPublic:
+        return cls.model_validate(e.model_dump(exclude={"org_id", "session_id", "runner_id"}))
+
+
+class TranscriptPublic(BaseModel):
+    session_id: str
+    runner_id: str
+    content_stored: bool
+    """False: the org keeps metadata only (kinds, roles, sizes), no text."""
+    retention_days: int
+    entries: list[TranscriptEntryPublic]
+
+
+def render_transcript(session_id: str, content: bool, entries: list[TranscriptEntry]) -> str:
+    """The transcript as text a person reads in the morning: one block per entry."""
+    lines = [f"Transcript of session {session_id}" + ("" if content else " (metadata only)")]
+    for e in entries:
+        tool = e.data.get("tool")
+        what = f"{e.kind} {tool}" if tool else e.kind
+        head = f"[{e.created_at.strftime('%Y-%m-%d %H:%M:%S')}] {e.role} - {what}"
+        if e.data.get("model"):
+            head += f" ({e.data['model']})"
+        if e.redacted:
+            head += f" [redacted: {', '.join(e.redacted)}]"
+        body = e.text if e.text is not None else f"({e.chars} characters, not stored)"
+        lines.append(head)
+        lines.extend("    " + line for line in (body.splitlines() or [""]))
+    return "\n".join(lines) + "\n"

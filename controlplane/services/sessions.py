@@ -18,6 +18,7 @@ import httpx
 
 from paddock_core import (
     AppendAudit,
+    AppendTranscript,
     AuditEvent,
     AuditQuery,
     BackendError,
@@ -25,11 +26,17 @@ from paddock_core import (
     InsertSession,
     LlmCallRecord,
     NotFoundError,
+    Operation,
+    Redactor,
     RunnerRecord,
     SessionRecord,
     Store,
+    TranscriptEntry,
+    TranscriptSettings,
     UpdateSession,
+    make_entry,
     new_id,
+    transcript_settings,
     utcnow,
 )
 
@@ -79,6 +86,7 @@ class SessionService:
         http: httpx.AsyncClient,
         message_timeout_s: float,
         on_budget_exhausted: str = "ready",
+        redact: Redactor,
     ) -> None:
         """`on_budget_exhausted`: `ready` or `stop`, what a runner whose session ran out of
         budget becomes."""
@@ -87,6 +95,7 @@ class SessionService:
         self._runners = runners
         self._http = http
         self._message_timeout_s = message_timeout_s
+        self._redact = redact
 
     async def get(self, who: Principal, session_id: str) -> SessionRecord:
         session = await self._store.get_session(session_id)
@@ -177,6 +186,37 @@ class SessionService:
         session = await self.get(who, session_id)
         return SpendReport(session, await self._store.list_llm_calls(session_id=session_id))
 
+    async def transcript(
+        self, who: Principal, session_id: str
+    ) -> tuple[SessionRecord, TranscriptSettings, list[TranscriptEntry]]:
+        session = await self.get(who, session_id)
+        settings = await transcript_settings(self._store, session.org_id)
+        return session, settings, await self._store.list_transcript(session_id)
+
+    def _entry(
+        self,
+        runner: RunnerRecord,
+        session: SessionRecord,
+        settings: TranscriptSettings,
+        kind: str,
+        text: str,
+    ) -> AppendTranscript:
+        return AppendTranscript(
+            (
+                make_entry(
+                    org_id=session.org_id,
+                    session_id=session.id,
+                    runner_id=runner.id,
+                    kind=kind,
+                    role="user" if kind == "user_message" else "assistant",
+                    source="controlplane",
+                    text=text,
+                    keep=settings.content,
+                    redact=self._redact,
+                ),
+            )
+        )
+
     async def check_can_message(
         self, who: Principal, session_id: str
     ) -> tuple[SessionRecord, RunnerRecord]:
@@ -197,7 +237,9 @@ class SessionService:
         self, who: Principal, session: SessionRecord, runner: RunnerRecord, content: str
     ) -> AsyncIterator[MessageEvent]:
         """Relay one user message to the agent; yield its reply as it streams."""
-        await self._audit(who, runner, session, "session.message", {"chars": len(content)})
+        keep = await transcript_settings(self._store, session.org_id)
+        sent = self._entry(runner, session, keep, "user_message", content)
+        await self._audit(who, runner, session, "session.message", {"chars": len(content)}, sent)
         started = time.perf_counter()
         parts: list[str] = []
         error: str | None = None
@@ -215,6 +257,7 @@ class SessionService:
             session,
             "session.reply",
             {"chars": len(reply), "duration_ms": duration_ms, "ok": error is None},
+            self._entry(runner, session, keep, "agent_reply", reply) if reply else None,
         )
         if error is not None:
             yield MessageEvent("error", {"error": {"code": "agent_error", "message": error}})
@@ -268,6 +311,7 @@ class SessionService:
         session: SessionRecord,
         kind: str,
         data: dict[str, Any],
+        transcript: AppendTranscript | None = None,
     ) -> None:
         event = AuditEvent(
             org_id=who.org_id,
@@ -277,7 +321,10 @@ class SessionService:
             session_id=session.id,
             data=data,
         )
-        await self._store.apply([AppendAudit(event)])
+        ops: list[Operation] = [AppendAudit(event)]
+        if transcript is not None:
+            ops.append(transcript)
+        await self._store.apply(ops)
 
 
 def _delta_text(line: str) -> str:

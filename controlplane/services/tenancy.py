@@ -22,6 +22,7 @@ from paddock_core import (
     Role,
     Store,
     TeamRecord,
+    TranscriptSettings,
     UpdateObject,
     UserRecord,
     authenticate_api_key,
@@ -29,6 +30,7 @@ from paddock_core import (
     key_fingerprint,
     mint_api_key,
     new_id,
+    transcript_settings,
     utcnow,
 )
 
@@ -143,6 +145,32 @@ class TenancyService:
         event = AuditEvent(org_id=org_id, actor=who.actor, type="policy.set", data=data)
         await self._store.apply([op, AppendAudit(event)])
         return OrgPolicy(org_id=org_id, plan=resolved_plan.name, chosen_plan=plan, steps=steps)
+
+    async def set_transcripts(
+        self, who: Principal, org_id: str, content: bool, retention_days: int
+    ) -> TranscriptSettings:
+        """Whether the org keeps the text of its session transcripts, and for how long. The
+        org's own admin decides (its data); audited."""
+        await self.get_org(who, org_id)
+        existing = await self._store.get_object("org_gateway", org_id)
+        changes: dict[str, Any] = {
+            "transcript_content": content,
+            "transcript_retention_days": retention_days,
+            "updated_at": utcnow(),
+        }
+        op: PutObject | UpdateObject = (
+            UpdateObject("org_gateway", org_id, changes)
+            if existing is not None
+            else PutObject("org_gateway", OrgGatewayRecord(id=org_id, org_id=org_id, **changes))
+        )
+        data = {"content": content, "retention_days": retention_days}
+        event = AuditEvent(org_id=org_id, actor=who.actor, type="transcripts.set", data=data)
+        await self._store.apply([op, AppendAudit(event)])
+        return TranscriptSettings(content, retention_days)
+
+    async def get_transcripts(self, who: Principal, org_id: str) -> TranscriptSettings:
+        await self.get_org(who, org_id)
+        return await transcript_settings(self._store, org_id)
 
     # --- teams and users ------------------------------------------------------------------
 

@@ -291,6 +291,16 @@ class ContentPolicies:
     safety: RuleScanner
     security: RuleScanner
 
+    def redactor(self) -> Callable[[str], tuple[str, list[str]]]:
+        """Every PII type of pii.yaml redacted: for stored transcripts (a `Redactor`)."""
+        scanner, wanted = self.pii, self.pii.types
+
+        def redact(text: str) -> tuple[str, list[str]]:
+            out, found = scanner.redact(text, wanted)
+            return out, sorted(found)
+
+        return redact
+
     @classmethod
     def load(cls, directory: Path) -> ContentPolicies:
         """Read and compile pii.yaml and content_rules.yaml; a bad file or pattern raises

@@ -80,6 +80,7 @@ def test_every_route_hides_other_orgs_objects(
         "/v1/sessions/{session_id}/messages": {"content": "hi"},
         "/v1/runners/{runner_id}/egress": {},
         "/v1/orgs/{org_id}/policy": {},
+        "/v1/orgs/{org_id}/transcripts": {"content": True},
         "/v1/approvals/{approval_id}/approve": {"reason": "x"},
         "/v1/approvals/{approval_id}/reject": {"reason": "x"},
     }

@@ -37,6 +37,7 @@ def run_stack(
             data_dir=data_dir,
             admin_key=ADMIN_KEY,
             provider_base_urls={"fake": f"{fake_url}/v1"},
+            org_settings_ttl_s=0,  # an org's change applies to its next call
         )
         # All addresses: runners reach the gateway at their bridge's gateway address.
         with serve_app(create_gateway(gw_settings), host="0.0.0.0") as gw_url:

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from ...services import MessageEvent
 from ..deps import Operator, Reader, Sessions
 from ..errors import error_body
-from ..schemas import LlmCallPublic, MessageCreate, SessionPublic, SpendPublic
+from ..schemas import (
+    LlmCallPublic,
+    MessageCreate,
+    SessionPublic,
+    SpendPublic,
+    TranscriptEntryPublic,
+    TranscriptPublic,
+    render_transcript,
+)
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -61,6 +69,27 @@ async def send_message(
         if event.kind == "error":
             return JSONResponse(error_body(**event.data["error"]), 502)
     return JSONResponse(error_body("agent_error", "the agent ended without a reply"), 502)
+
+
+@router.get("/{session_id}/transcript", response_model=None)
+async def session_transcript(
+    session_id: str,
+    who: Reader,
+    sessions: Sessions,
+    format: Literal["json", "text"] = "json",  # noqa: A002 (the query parameter's name)
+) -> TranscriptPublic | PlainTextResponse:
+    """The session's transcript: what a person sent, what the model was asked and answered,
+    the tools it called. Text only when the org stores content (else sizes), PII redacted."""
+    session, settings, entries = await sessions.transcript(who, session_id)
+    if format == "text":
+        return PlainTextResponse(render_transcript(session.id, settings.content, entries))
+    return TranscriptPublic(
+        session_id=session.id,
+        runner_id=session.runner_id,
+        content_stored=settings.content,
+        retention_days=settings.retention_days,
+        entries=[TranscriptEntryPublic.of(e) for e in entries],
+    )
 
 
 async def _sse(events: AsyncIterator[MessageEvent]) -> AsyncIterator[bytes]:

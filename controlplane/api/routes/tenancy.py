@@ -102,6 +102,31 @@ async def set_org_policy(
     return await tenancy.set_policy(who, org_id, body.plan, body.steps)
 
 
+class TranscriptsUpdate(_In):
+    content: bool = Field(description="keep the (PII-redacted) text; false: metadata only")
+    retention_days: int = Field(30, ge=1, le=3650, description="days an entry is kept")
+
+
+class TranscriptsPublic(BaseModel):
+    org_id: str
+    content: bool
+    retention_days: int
+
+
+@router.get("/orgs/{org_id}/transcripts")
+async def get_org_transcripts(org_id: str, who: Reader, tenancy: Tenancy) -> TranscriptsPublic:
+    got = await tenancy.get_transcripts(who, org_id)
+    return TranscriptsPublic(org_id=org_id, content=got.content, retention_days=got.retention_days)
+
+
+@router.put("/orgs/{org_id}/transcripts")
+async def set_org_transcripts(
+    org_id: str, body: TranscriptsUpdate, who: Admin, tenancy: Tenancy
+) -> TranscriptsPublic:
+    got = await tenancy.set_transcripts(who, org_id, body.content, body.retention_days)
+    return TranscriptsPublic(org_id=org_id, content=got.content, retention_days=got.retention_days)
+
+
 @router.post("/teams", status_code=status.HTTP_201_CREATED)
 async def create_team(body: TeamCreate, who: Admin, tenancy: Tenancy) -> TeamRecord:
     return await tenancy.create_team(who, body.name)
