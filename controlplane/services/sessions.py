@@ -43,11 +43,12 @@ from paddock_core import (
 from ..domain import RunnerState
 from .runners import Principal, RunnerService
 
-__all__ = ["MessageEvent", "SessionService", "SpendReport"]
+__all__ = ["ENDING_EVENTS", "MessageEvent", "SessionService", "SpendReport"]
 
 logger = logging.getLogger(__name__)
 
-_EXHAUSTED = "budget.exhausted"
+ENDING_EVENTS = ("budget.exhausted", "session.end_requested")
+"""Audit events by which the gateway asks the control plane to end a session."""
 """Audited by the gateway when a session's budget cannot pay for another call."""
 
 
@@ -162,25 +163,30 @@ class SessionService:
         )
         return await self.get(who, session_id)
 
-    async def close_if_exhausted(self, who: Principal, session_id: str) -> bool:
-        """Close an open session the gateway found out of budget (it audits
-        `budget.exhausted`; spend at the budget counts too) with reason `budget_exhausted`:
-        its runner goes back to ready, then stops if so configured. True if it closed it."""
+    async def close_if_ended(self, who: Principal, session_id: str) -> str | None:
+        """Close an open session the gateway asked to end: out of budget (it audits
+        `budget.exhausted`; spend at the budget counts too, reason `budget_exhausted`), or
+        stopped by a policy (`session.end_requested`, e.g. reason `loop_detected`). Its runner
+        goes back to ready, then stops if so configured. The reason, if it closed it."""
         session = await self._store.get_session(session_id)
-        if session is None or session.state != "open" or session.budget_usd is None:
-            return False
-        if session.spent_usd < session.budget_usd:
-            query = AuditQuery(session_id=session_id, types=(_EXHAUSTED,), limit=1)
-            if not await self._store.list_audit(session.org_id, query=query):
-                return False
+        if session is None or session.state != "open":
+            return None
+        query = AuditQuery(session_id=session_id, types=ENDING_EVENTS, limit=1)
+        asked = await self._store.list_audit(session.org_id, query=query)
+        if asked:
+            reason = str(asked[0].data.get("reason") or "budget_exhausted")
+        elif session.budget_usd is not None and session.spent_usd >= session.budget_usd:
+            reason = "budget_exhausted"
+        else:
+            return None
         try:
-            await self.close(who, session_id, reason="budget_exhausted")
+            await self.close(who, session_id, reason=reason)
             if self._on_exhausted == "stop":
-                await self._runners.stop(who, session.runner_id, reason="budget_exhausted")
+                await self._runners.stop(who, session.runner_id, reason=reason)
         except ConflictError:  # closed or stopped meanwhile: nothing left to do
-            return False
-        logger.info("session %s closed: budget exhausted", session_id)
-        return True
+            return None
+        logger.info("session %s closed: %s", session_id, reason)
+        return reason
 
     async def spend(self, who: Principal, session_id: str) -> SpendReport:
         session = await self.get(who, session_id)
@@ -262,9 +268,12 @@ class SessionService:
         if error is not None:
             yield MessageEvent("error", {"error": {"code": "agent_error", "message": error}})
             return
-        # The agent's calls during this turn may have used the session's budget up.
-        closed = await self.close_if_exhausted(who, session.id)
+        # The agent's calls during this turn may have used the session's budget up, or a
+        # policy (a loop) asked for its end.
+        closed = await self.close_if_ended(who, session.id)
         current = await self._store.get_session(session.id)
+        if closed is None and current is not None and current.state == "closed":
+            closed = current.close_reason  # the watch ended it during the turn
         done: dict[str, Any] = {
             "session_id": session.id,
             "reply": reply,
@@ -273,7 +282,7 @@ class SessionService:
             "budget_usd": session.budget_usd,
         }
         if closed:
-            done["closed"] = "budget_exhausted"
+            done["closed"] = closed
         yield MessageEvent("done", done)
 
     async def _agent_turn(

@@ -17,7 +17,7 @@ from paddock_core import AuditQuery, ConflictError, PaddockError, RunnerRecord, 
 from ..backends import ObservedRunner, RunnerBackend
 from ..domain import RunnerState
 from .runners import Principal, RunnerService
-from .sessions import SessionService
+from .sessions import ENDING_EVENTS, SessionService
 
 __all__ = ["RunnerWatch"]
 
@@ -90,20 +90,21 @@ class RunnerWatch:
         return failed
 
     async def _close_exhausted(self, live: list[RunnerRecord]) -> None:
-        """Sessions the gateway found out of budget between agent turns (an agent working on
-        its own) are closed here; after a turn, the session service does it at once."""
+        """Sessions the gateway asked to end between agent turns (out of budget, a loop; an
+        agent working on its own) are closed here; after a turn, the session service does it
+        at once."""
         if self._sessions is None:
             return
         open_sessions = {r.session_id: r for r in live if r.session_id is not None}
         # list_audit filters by type in the store; `after_seq` skips what earlier passes read.
         for org_id in {r.org_id for r in open_sessions.values()}:
             after = self._exhausted_seen.get(org_id, 0)
-            query = AuditQuery(types=("budget.exhausted",), after_seq=after, limit=100)
+            query = AuditQuery(types=ENDING_EVENTS, after_seq=after, limit=100)
             for event in await self._store.list_audit(org_id, query=query):
                 self._exhausted_seen[org_id] = event.seq
                 if event.session_id in open_sessions and event.session_id is not None:
                     who = Principal(org_id=org_id, actor="system")
-                    await self._sessions.close_if_exhausted(who, event.session_id)
+                    await self._sessions.close_if_ended(who, event.session_id)
 
     async def _fail(self, runner: RunnerRecord, seen: ObservedRunner) -> bool:
         code = seen.reason or "exited"

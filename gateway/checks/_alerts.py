@@ -1,6 +1,6 @@
-"""Budget alerts: an audit event when a bucket's spend crosses a threshold (once per bucket
-and period), `budget.exhausted` when a session or runner can pay no more, and the same as a
-signed webhook when the org configured one.
+"""Alerts. Budgets: an audit event when a bucket's spend crosses a threshold (once per
+bucket and period), `budget.exhausted` when a session or runner can pay no more. Loops and
+spend velocity: `alert`. Each also as a signed webhook when the org configured one.
 
 The webhook body is JSON; `X-Paddock-Signature: sha256=<hex HMAC-SHA256 of the body>` under
 the gateway's `alert_webhook_secret`. Delivery is retried (bounded) in the background, so an
@@ -91,6 +91,19 @@ class BudgetAlerts:
         """A session or runner bucket refused a call: it can pay for no more (once per bucket)."""
         data = {"bucket": bucket, "limit_usd": limit_usd, "remaining_usd": round(remaining_usd, 9)}
         await self._fire(target, f"exhausted:{bucket}", 7 * 86_400, "budget.exhausted", data)
+
+    async def alert(
+        self,
+        target: AlertTarget,
+        kind: str,
+        data: Mapping[str, Any],
+        *,
+        once_key: str,
+        ttl_s: float = 86_400.0,
+    ) -> None:
+        """Any other alert (`loop.alert`, `velocity.alert`, `session.end_requested`): audited
+        and sent to the webhook once per `once_key` within `ttl_s` seconds, across processes."""
+        await self._fire(target, once_key, ttl_s, kind, data)
 
     async def _fire(
         self, target: AlertTarget, key: str, ttl_s: float, kind: str, data: Mapping[str, Any]

@@ -8,7 +8,8 @@
     6 cost_estimate    403  13 model_allowlist  403
     7 budget           403  14 skill_allowlist  403
                             15 approval         202
-    and, after 8: loop_guard 403 (or held): an agent calling tools in a loop.
+    and, after 8: loop_guard 403 (or held): an agent calling tools in a loop;
+                  spend_velocity (held, or 403): USD per minute over a limit.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from . import (
     security_scan,
     session_budget,
     skill_allowlist,
+    spend_velocity,
 )
 
 __all__ = ["STEPS"]
@@ -49,6 +51,7 @@ STEPS: dict[str, StepSpec[Any]] = {
         budget,
         session_budget,
         loop_guard,
+        spend_velocity,
         pii,
         content_safety,
         security_scan,
