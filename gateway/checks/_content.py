@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, MutableSequence
+from collections.abc import Callable, Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "AgentTurns",
@@ -30,93 +30,92 @@ Slot = tuple[str, Any, Any]
 """(role, container, key): `container[key]` is a string."""
 
 
-@dataclass(frozen=True)
-class Text:
+class Text(NamedTuple):
     role: str
     text: str
 
 
-def _blocks(role: str, content: Any) -> Iterator[Slot]:
-    """A `content`: a string, or a list of parts/blocks (tool results nest another content)."""
-    if isinstance(content, str):
-        return
-    if not isinstance(content, list):
+# The walker appends to one list instead of chaining generators: a 35 KB agent request has
+# about 80 texts, and every check that reads content starts here (see bench/chain).
+
+
+def _blocks(out: list[Slot], role: str, content: Any) -> None:
+    """A `content` list of parts/blocks (tool results nest another content)."""
+    if type(content) is not list:
         return
     for part in content:
-        if not isinstance(part, dict):
+        if type(part) is not dict:
             continue
-        kind = part.get("type")
-        if kind == "tool_result":
+        if part.get("type") == "tool_result":
             inner = part.get("content")
-            if isinstance(inner, str):
-                yield ("tool", part, "content")
+            if type(inner) is str:
+                out.append(("tool", part, "content"))
             else:
-                yield from _blocks("tool", inner)
+                _blocks(out, "tool", inner)
             continue
-        for key in ("text", "thinking"):
-            if isinstance(part.get(key), str):
-                yield (role, part, key)
+        if type(part.get("text")) is str:
+            out.append((role, part, "text"))
+        if type(part.get("thinking")) is str:
+            out.append((role, part, "thinking"))
 
 
-def _content(role: str, holder: Any, key: str) -> Iterator[Slot]:
-    value = holder.get(key) if isinstance(holder, dict) else None
-    if isinstance(value, str):
-        yield (role, holder, key)
+def _content(out: list[Slot], role: str, holder: Any, key: str) -> None:
+    value = holder.get(key) if type(holder) is dict else None
+    if type(value) is str:
+        out.append((role, holder, key))
     else:
-        yield from _blocks(role, value)
+        _blocks(out, role, value)
+
+
+_ROLES = {"system": "system", "developer": "system", "assistant": "assistant", "tool": "tool"}
+_ROLES["function"] = "tool"
 
 
 def _role(value: Any) -> str:
-    if value in ("system", "developer"):
-        return "system"
-    if value in ("assistant", "tool"):
-        return str(value)
-    if value == "function":
-        return "tool"
-    return "user"
+    return _ROLES.get(value, "user") if type(value) is str else "user"
 
 
-def _slots(endpoint: str, body: Mapping[str, Any]) -> Iterator[Slot]:
+def _slots(endpoint: str, body: Mapping[str, Any]) -> list[Slot]:
+    out: list[Slot] = []
     if endpoint == "embeddings":
         given = body.get("input")
-        if isinstance(given, str):
-            yield ("user", body, "input")
-        elif isinstance(given, list):
-            for i, item in enumerate(given):
-                if isinstance(item, str):
-                    yield ("user", given, i)
-        return
+        if type(given) is str:
+            out.append(("user", body, "input"))
+        elif type(given) is list:
+            out.extend(("user", given, i) for i, item in enumerate(given) if type(item) is str)
+        return out
     if endpoint == "responses":
-        yield from _content("system", body, "instructions")
+        _content(out, "system", body, "instructions")
         given = body.get("input")
-        if isinstance(given, str):
-            yield ("user", body, "input")
-            return
-        for item in given if isinstance(given, list) else ():
-            if not isinstance(item, dict):
+        if type(given) is str:
+            out.append(("user", body, "input"))
+            return out
+        for item in given if type(given) is list else ():
+            if type(item) is not dict:
                 continue
-            if item.get("type") == "function_call_output":
-                yield from _content("tool", item, "output")
-            elif item.get("type") == "function_call":
-                yield from _content("assistant", item, "arguments")
+            kind = item.get("type")
+            if kind == "function_call_output":
+                _content(out, "tool", item, "output")
+            elif kind == "function_call":
+                _content(out, "assistant", item, "arguments")
             else:
-                yield from _content(_role(item.get("role")), item, "content")
-        return
+                _content(out, _role(item.get("role")), item, "content")
+        return out
     if endpoint in ("messages", "count_tokens"):
-        yield from _content("system", body, "system")
+        _content(out, "system", body, "system")
     for message in body.get("messages") or ():
-        if not isinstance(message, dict):
+        if type(message) is not dict:
             continue
-        role = _role(message.get("role"))
-        yield from _content(role, message, "content")
+        _content(out, _role(message.get("role")), message, "content")
         for call in message.get("tool_calls") or ():
-            function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                yield ("assistant", function, "arguments")
+            function = call.get("function") if type(call) is dict else None
+            if type(function) is dict and type(function.get("arguments")) is str:
+                out.append(("assistant", function, "arguments"))
+    return out
 
 
 def extract_texts(endpoint: str, body: Mapping[str, Any]) -> tuple[Text, ...]:
-    return tuple(Text(role, holder[key]) for role, holder, key in _slots(endpoint, body))
+    return tuple([Text(role, holder[key]) for role, holder, key in _slots(endpoint, body)])
 
 
 def rewrite_texts(
@@ -124,7 +123,7 @@ def rewrite_texts(
 ) -> dict[str, Any]:
     """A copy of `body` with every text replaced by `fn(role, text)`; the original is kept."""
     copied: dict[str, Any] = copy.deepcopy(dict(body))
-    for role, holder, key in list(_slots(endpoint, copied)):
+    for role, holder, key in _slots(endpoint, copied):
         target: MutableMapping[Any, Any] | MutableSequence[Any] = holder
         target[key] = fn(role, holder[key])
     return copied
@@ -196,12 +195,19 @@ def reasoning_request(endpoint: str, body: Mapping[str, Any]) -> tuple[str | Non
 @dataclass(frozen=True)
 class AgentTurns:
     """What the agent did since the last message a person wrote (tool results do not count as
-    one): how many model turns asked for tools, and the calls, in order, as (name, arguments)
-    with arguments in a canonical form (so the same call compares equal however it is spaced).
-    """
+    one): how many model turns asked for tools, and the calls, in order, as (name, arguments
+    as sent). `last(n)` gives the last calls with canonical arguments (so the same call
+    compares equal however it is spaced); only those are parsed."""
 
     iterations: int
-    calls: tuple[tuple[str, str], ...]
+    raw_calls: tuple[tuple[str, Any], ...]
+
+    def last(self, n: int) -> tuple[tuple[str, str], ...]:
+        return tuple((name, _canonical(args)) for name, args in self.raw_calls[-n:])
+
+    @property
+    def calls(self) -> tuple[tuple[str, str], ...]:
+        return self.last(len(self.raw_calls)) if self.raw_calls else ()
 
 
 def _canonical(arguments: Any) -> str:
@@ -224,18 +230,18 @@ def _is_person(endpoint: str, message: Mapping[str, Any]) -> bool:
     return True
 
 
-def _turn_calls(endpoint: str, item: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _turn_calls(endpoint: str, item: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The tool calls of one assistant turn (Responses: one `function_call` item)."""
     if endpoint == "responses":
         if item.get("type") == "function_call":
-            return [(str(item.get("name")), _canonical(item.get("arguments")))]
+            return [(str(item.get("name")), item.get("arguments"))]
         return []
     if item.get("role") != "assistant":
         return []
     if endpoint == "messages":
         blocks = item.get("content")
         return [
-            (str(b.get("name")), _canonical(b.get("input")))
+            (str(b.get("name")), b.get("input"))
             for b in (blocks if isinstance(blocks, list) else ())
             if isinstance(b, dict) and b.get("type") == "tool_use"
         ]
@@ -243,7 +249,7 @@ def _turn_calls(endpoint: str, item: Mapping[str, Any]) -> list[tuple[str, str]]
     for call in item.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            out.append((str(function.get("name")), _canonical(function.get("arguments"))))
+            out.append((str(function.get("name")), function.get("arguments")))
     return out
 
 
@@ -261,7 +267,7 @@ def agent_turns(endpoint: str, body: Mapping[str, Any]) -> AgentTurns:
         if isinstance(item, dict) and _is_person(endpoint, item):
             start = i + 1
     iterations = 0
-    calls: list[tuple[str, str]] = []
+    calls: list[tuple[str, Any]] = []
     for item in items[start:]:
         if isinstance(item, dict) and (turn := _turn_calls(endpoint, item)):
             iterations += 1

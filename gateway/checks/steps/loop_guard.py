@@ -55,7 +55,7 @@ class LoopGuardCheck:
             data = {"kind": "iterations", "iterations": turns.iterations, "limit": limit}
             return await self._decide(ctx, message, data)
         repeats = self.settings.max_repeats
-        tail = turns.calls[-repeats:]
+        tail = turns.last(repeats)
         if len(tail) == repeats and len(set(tail)) == 1:
             name = tail[0][0]
             message = (
