@@ -35,7 +35,8 @@ from .services import (
     TenancyService,
 )
 from .services.egress import EgressService
-from .services.watch import RunnerWatch
+from .services.pool import WarmPool
+from .services.reconciler import Reconciler
 from .settings import ControlPlaneSettings
 
 __all__ = ["create_app"]
@@ -149,13 +150,17 @@ def create_app(
             settings.policies_dir, policies, extra_provider_hosts=settings.egress_provider_hosts
         )
         app.state.egress = EgressService(store=store, runners=runner_service, policy=egress_policy)
-        watch = RunnerWatch(
+        pool = WarmPool(runners=runner_service, http=http, settings=settings)
+        reconciler = Reconciler(
             store=store,
             backend=runner_backend,
             runners=runner_service,
-            interval_s=settings.watch_interval_s,
+            settings=settings,
+            pool=pool if pool.sizes else None,
         )
-        watch.start()
+        reconciler.start()
+        app.state.pool = pool
+        app.state.reconciler = reconciler
         app.state.sessions = SessionService(
             store=store,
             runners=runner_service,
@@ -168,8 +173,9 @@ def create_app(
         finally:
             checkpoints.cancel()
             await asyncio.gather(checkpoints, return_exceptions=True)
-            await watch.close()
-            await runner_service.shutdown()
+            await reconciler.close()
+            await pool.close()
+            await runner_service.shutdown(stop_runners=settings.shutdown_runners == "stop")
             await http.aclose()
             if backend is None:
                 await runner_backend.close()

@@ -360,9 +360,7 @@ class SqliteStore:
             (_dumps(doc), version + 1, updated.org_id, rid, version),
         )
         if isinstance(updated, RunnerRecord):  # keep the indexed copy in step with the doc
-            db.execute(
-                "UPDATE runners SET token_hash = ? WHERE id = ?", (updated.token_hash, rid)
-            )
+            db.execute("UPDATE runners SET token_hash = ? WHERE id = ?", (updated.token_hash, rid))
         return updated
 
     def _link(

@@ -88,6 +88,8 @@ class SessionService:
 
     async def open(self, who: Principal, runner_id: str, budget_usd: float | None) -> SessionRecord:
         runner = await self._runners.get(who, runner_id)
+        if runner.state == RunnerState.SUSPENDED and runner.session_id is None:
+            runner = await self._runners.wake(runner_id, who.actor)  # a new session resumes it
         if runner.state == RunnerState.RUNNING:
             raise ConflictError(
                 f"runner {runner_id} already has an open session ({runner.session_id})",
@@ -110,7 +112,7 @@ class SessionService:
             "open_session",
             who.actor,
             "session_opened",
-            changes={"session_id": session.id},
+            changes={"session_id": session.id, "last_active_at": utcnow()},
             extra=[InsertSession(session), AppendAudit(opened)],
         )
         return session
@@ -159,6 +161,9 @@ class SessionService:
                 f"session {session_id} is closed ({session.close_reason})", state="closed"
             )
         runner = await self._runners.get(who, session.runner_id)
+        if runner.session_id == session.id:
+            # Activity: resets the idle timeout, and resumes a suspended runner first.
+            runner = await self._runners.wake(runner.id, who.actor)
         if runner.state != RunnerState.RUNNING or runner.session_id != session.id:
             raise ConflictError(
                 f"runner {runner.id} is {runner.state}; it cannot take messages", state=runner.state
