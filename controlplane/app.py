@@ -24,7 +24,7 @@ from paddock_core import (
 )
 
 from .api.errors import install_error_handlers
-from .api.routes import audit, egress, follow, runners, sessions, tenancy
+from .api.routes import audit, egress, follow, pools, runners, sessions, tenancy
 from .backends import RunnerBackend
 from .backends.base import SupportsAgentTransport
 from .services import (
@@ -196,6 +196,7 @@ def create_app(
     app.include_router(audit.router)
     app.include_router(follow.router)
     app.include_router(egress.router)
+    app.include_router(pools.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -80,6 +80,19 @@ class WarmPool:
     def sizes(self) -> dict[str, int]:
         return dict(self._sizes)
 
+    async def status(self) -> list[dict[str, Any]]:
+        """Per pool: its size, and how many of its runners are warm or starting."""
+        records = await self._unclaimed()
+        return [
+            {
+                "pool": key,
+                "size": size,
+                "warm": sum(r.pool == key and r.state == S.POOLED for r in records),
+                "starting": sum(r.pool == key and r.state == S.PROVISIONING for r in records),
+            }
+            for key, size in self._sizes.items()
+        ]
+
     async def claim(self, who: Principal, p: RunnerPlan, key: str | None) -> RunnerRecord | None:
         """A pooled runner bound to `who`, or None when its pool is empty (or there is none)."""
         if p.pool_key not in self._sizes:
