@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from paddock_core import CoreSettings
 
@@ -111,6 +111,14 @@ class ControlPlaneSettings(CoreSettings):
     e2b_dns_servers: list[str] | None = Field(
         None, description="resolvers a VM may reach (None: E2B's default; []: none)"
     )
+
+    @field_validator("runner_ttl_s", "idle_timeout_s", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        """`off` (or empty) in the environment: no limit."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "null"):
+            return None
+        return value
 
     @model_validator(mode="after")
     def _check_periods(self) -> Self:

@@ -403,24 +403,27 @@ class DockerBackend:
             "label": [f"{LABEL_MANAGED}=true", f"{LABEL_CONTROLPLANE}={self._controlplane_id}"]
         }
 
-        def _list() -> tuple[list[Container], list[Network]]:
-            containers = client.containers.list(all=True, filters=filters)
+        def _list() -> tuple[list[dict[str, Any]], list[Network]]:
+            # The low-level listing: one call, no inspect per container (which races removals).
+            containers = client.api.containers(all=True, filters=filters)
             return containers, client.networks.list(filters=filters)
 
         try:
             containers, networks = await anyio.to_thread.run_sync(_list)
         except docker.errors.DockerException as exc:
             raise BackendError(f"docker could not list runners: {exc}") from exc
-        seen = [
-            ObservedRunner(
-                runner_id=c.labels.get(LABEL_RUNNER, ""),
-                controlplane_id=c.labels.get(LABEL_CONTROLPLANE, ""),
-                status=c.status,
-                reason=self._exhaustion(c.id or "") if c.status == "running" else None,
-                expires_at=_expiry(c.labels),
+        seen = []
+        for c in containers:
+            labels, status = c.get("Labels") or {}, str(c.get("State", ""))
+            seen.append(
+                ObservedRunner(
+                    runner_id=labels.get(LABEL_RUNNER, ""),
+                    controlplane_id=labels.get(LABEL_CONTROLPLANE, ""),
+                    status=status,
+                    reason=self._exhaustion(c.get("Id", "")) if status == "running" else None,
+                    expires_at=_expiry(labels),
+                )
             )
-            for c in containers
-        ]
         with_container = {o.runner_id for o in seen}
         for n in networks:
             labels = n.attrs.get("Labels") or {}

@@ -108,9 +108,12 @@ class Provisioner:
                 return
             update = UpdateRunner(runner.id, runner.version, {"backend_ref": ref})
             runner = (await self._store.apply([update])).runners[runner_id]
+            if runner.deleted or runner.state in (RunnerState.DELETING, RunnerState.DELETED):
+                # Deleted while the backend was creating it: remove what it made.
+                await self._backend.destroy(runner_id)
+                return
             if runner.state != RunnerState.PROVISIONING:
-                # Stopped or deleted while the backend was creating it: undo what it made.
-                await self._backend.stop(ref)
+                await self._backend.stop(ref)  # stopped or failed meanwhile
                 return
         deadline = anyio.current_time() + self._settings.ready_timeout_s
         await self.await_ready(runner_id, ref, deadline, trigger)

@@ -252,7 +252,7 @@ class RunnerService:
         await self._backend.destroy(runner.id)
         gone = _event(runner, actor, "runner.deleted", {"state": runner.state})
         await self.transition_locked(
-            runner, "deleted", actor, "resources_removed", {"deleted": True}, [AppendAudit(gone)]
+            runner, "deleted", actor, "resources_removed", {"deleted": True}, then=[gone]
         )
 
     async def transition(
@@ -338,9 +338,12 @@ class RunnerService:
         reason: str,
         changes: dict[str, Any] | None = None,
         extra: Sequence[Operation] = (),
+        *,
+        then: Sequence[AuditEvent] = (),
     ) -> RunnerRecord:
         """One lifecycle step of `runner` as read under its lock, persisted with its audit
-        record (and the session it closes) in one batch."""
+        record (and the session it closes) in one batch: `extra` before the step's audit
+        event, `then` after it."""
         dest = self._lifecycle.next_state(runner.state, trigger)  # 409 before any side effect
         update: dict[str, Any] = {"state": dest.value, **(changes or {})}
         closing: list[Operation] = []
@@ -355,7 +358,7 @@ class RunnerService:
         event = _event(runner, actor, "runner.state_changed", data)
         # A claim moves the runner to the claimant's org: its events go to that org's chain.
         event = event.model_copy(update={"org_id": update.get("org_id", runner.org_id)})
-        ops.append(AppendAudit(event))
+        ops += [AppendAudit(event), *(AppendAudit(e) for e in then)]
         result = await self._store.apply(ops)
         logger.info("runner %s: %s -> %s (%s)", runner.id, runner.state, dest.value, reason)
         return result.runners[runner.id]

@@ -56,8 +56,8 @@ def test_full_lifecycle(api: httpx.Client, fake_backend: FakeBackend) -> None:
         "runner.state_changed",  # ready -> stopping
         "runner.state_changed",  # stopping -> stopped
         "runner.state_changed",  # stopped -> deleting
-        "runner.deleted",
         "runner.state_changed",  # deleting -> deleted
+        "runner.deleted",
     ]
 
 

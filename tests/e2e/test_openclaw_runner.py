@@ -51,7 +51,8 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
     types = [e["type"] for e in events_log]
     assert types[:4] == ["runner.created", "runner.state_changed", "session.opened",
                          "runner.state_changed"]
-    assert types[-3:] == ["session.closed", "runner.state_changed", "runner.state_changed"]
+    # ... session closed, running -> ready, ready -> stopping, stopping -> stopped.
+    assert types[-4:] == ["session.closed"] + ["runner.state_changed"] * 3
     assert "llm.call" in types and types.index("session.message") < types.index("llm.call")
     assert [e["seq"] for e in events_log] == sorted(e["seq"] for e in events_log)
     llm_event = events_log[types.index("llm.call")]

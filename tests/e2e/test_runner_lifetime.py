@@ -41,9 +41,10 @@ def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> An
     deadline = time.monotonic() + timeout_s
     last: Any = None
     while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
+        with contextlib.suppress(docker.errors.NotFound):  # listings race removals
+            last = check()
+            if last:
+                return last
         time.sleep(0.1)
     raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
 
