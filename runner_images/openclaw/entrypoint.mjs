@@ -7,8 +7,12 @@
 // 4. With PADDOCK_EXEC_MODE=allowlist, seeds OpenClaw's exec approvals document from
 //    PADDOCK_EXEC_ALLOWLIST (comma list of command names or path globs).
 // 5. Becomes `openclaw gateway run --port 18789 --bind lan` in this same process (no extra Node).
+// 0. Warm pool (PADDOCK_AWAIT_CLAIM=1): the container starts with no secret and no config. Until
+//    claimed it serves only /healthz, /readyz ({"status": "pooled"}) and POST /paddock/claim
+//    {"env": {...}}, accepted from its gateway address only; the claim's env then drives 1-5.
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, constants as C, mkdirSync, openSync, unlinkSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -23,6 +27,58 @@ const fail = (code, msg) => {
   process.stderr.write(`paddock-runner: ${msg}\n`);
   process.exit(code);
 };
+
+function awaitClaim() {
+  const gatewayHost = new URL(env.PADDOCK_GATEWAY_URL || "http://invalid").hostname;
+  let claimed = false;
+  return new Promise((resolve) => {
+    const send = (res, code, obj) => {
+      res.writeHead(code, { "content-type": "application/json" });
+      res.end(JSON.stringify(obj));
+    };
+    const server = http.createServer((req, res) => {
+      const route = (req.url || "").split("?")[0];
+      if (req.method === "GET" && (route === "/healthz" || route === "/health")) return send(res, 200, { ok: true });
+      if (req.method === "GET" && (route === "/readyz" || route === "/ready")) {
+        return claimed ? send(res, 503, { ok: false, status: "claiming" }) : send(res, 200, { ok: true, status: "pooled" });
+      }
+      if (req.method !== "POST" || route !== "/paddock/claim") return send(res, 404, { error: { message: "not found" } });
+      const source = (req.socket.remoteAddress || "").replace(/^::ffff:/, "");
+      if (source !== gatewayHost) return send(res, 403, { error: { message: "claims come from the gateway address only" } });
+      if (claimed) return send(res, 409, { error: { message: "already claimed" } });
+      const chunks = [];
+      let size = 0;
+      req.on("data", (c) => {
+        size += c.length;
+        if (size <= 1 << 20) chunks.push(c);
+      });
+      req.on("end", () => {
+        let given;
+        try {
+          given = JSON.parse(Buffer.concat(chunks).toString("utf8")).env;
+          if (!given || typeof given !== "object" || Object.values(given).some((v) => typeof v !== "string")) throw new Error("bad env");
+        } catch {
+          return send(res, 400, { error: { message: 'expected {"env": {NAME: string}}' } });
+        }
+        if ((given.PADDOCK_RUNNER_ID ?? env.PADDOCK_RUNNER_ID) !== env.PADDOCK_RUNNER_ID) {
+          return send(res, 409, { error: { message: "this claim is for another runner" } });
+        }
+        claimed = true;
+        res.on("finish", () => {
+          server.close(() => resolve(given)); // frees :18789 for OpenClaw
+          server.closeAllConnections();
+        });
+        send(res, 200, { ok: true, status: "starting" });
+      });
+    });
+    server.listen(Number(PORT), "0.0.0.0", () => note("pooled: waiting for a claim (no secrets yet)"));
+  });
+}
+if (env.PADDOCK_AWAIT_CLAIM === "1") {
+  Object.assign(env, await awaitClaim());
+  delete env.PADDOCK_AWAIT_CLAIM;
+  note("claimed");
+}
 
 const missing = ["PADDOCK_GATEWAY_URL", "PADDOCK_RUNNER_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "PADDOCK_AGENT_CONFIG"]
   .filter((name) => !env[name]);
