@@ -273,14 +273,15 @@ def main() -> None:
                     )
                     stats = fmt(percentiles(samples))
                     print(f"probe image, {sandbox:<8} {profile:<8} POST→ready {stats}")
-        paddock_probe = percentiles(paddock_start(p, "probe", args.runs, 60))
-        plain = percentiles(plain_docker_start(p, args.runs))
-        print(f"probe image, hardened   Paddock POST→ready  {fmt(paddock_probe)}")
-        print(f"probe image, plain docker create+start+probe {fmt(plain)}")
-        print(
-            f"  ratio p50 {paddock_probe['p50'] / plain['p50']:.2f}x  "
-            f"p95 {paddock_probe['p95'] / plain['p95']:.2f}x"
-        )
+        if args.runs:
+            paddock_probe = percentiles(paddock_start(p, "probe", args.runs, 60))
+            plain = percentiles(plain_docker_start(p, args.runs))
+            print(f"probe image, hardened   Paddock POST→ready  {fmt(paddock_probe)}")
+            print(f"probe image, plain docker create+start+probe {fmt(plain)}")
+            print(
+                f"  ratio p50 {paddock_probe['p50'] / plain['p50']:.2f}x  "
+                f"p95 {paddock_probe['p95'] / plain['p95']:.2f}x"
+            )
         if not args.no_openclaw:
             oc = percentiles(paddock_start(p, "openclaw", args.openclaw_runs, 300))
             print(f"openclaw image, hardened Paddock POST→ready {fmt(oc)}")

@@ -30,12 +30,10 @@ from paddock_core import (
     AppendAudit,
     AuditEvent,
     ConflictError,
-    InsertRunner,
     PaddockError,
     RunnerRecord,
     hash_token,
     mint_token,
-    new_id,
     utcnow,
 )
 
@@ -253,31 +251,5 @@ class WarmPool:
     async def _start(self, key: str) -> str:
         image, profile, sandbox = key.split("/")
         p = self._runners.plan(RunnerRequest(profile, sandbox, None, image))
-        now = utcnow()
-        runner = RunnerRecord(
-            id=new_id("rn"),
-            org_id=self._owner,
-            state=S.PROVISIONING,
-            profile=p.profile.name,
-            sandbox=p.sandbox.name,
-            image=p.image,
-            model=p.model,
-            budget_usd=None,
-            token_hash=hash_token(mint_token("prt")),  # never given to anyone: a claim mints one
-            backend=self._runners.backend.name,
-            created_by="system:pool",
-            expires_at=now + timedelta(seconds=p.ttl_s) if p.ttl_s else None,
-            pool=key,
-        )
         who = Principal(org_id=self._owner, actor="system:pool")
-        with self._runners.provisioner.reserve(runner.id):
-            await self._store.apply(
-                [InsertRunner(runner), AppendAudit(created_event(runner, who, pool=key))]
-            )
-        env = {**p.base_env(runner.id), "PADDOCK_AWAIT_CLAIM": "1"}
-        expires = runner.expires_at.timestamp() if runner.expires_at else None
-        spec = RunnerSpec(
-            runner.id, self._owner, p.image, p.profile, p.sandbox, env, expires, pool=key
-        )
-        self._runners.provisioner.start(runner.id, spec, "became_warm")
-        return runner.id
+        return (await self._runners.launch(who, p, pool=key)).id

@@ -157,6 +157,14 @@ class RunnerService:
             claimed: RunnerRecord | None = await self.claimer.claim(who, p, key)
             if claimed is not None:
                 return claimed
+        return await self.launch(who, p, key=key)
+
+    async def launch(
+        self, who: Principal, p: RunnerPlan, *, key: str | None = None, pool: str | None = None
+    ) -> RunnerRecord:
+        """Store a new runner (with its audit record), then provision it in the background.
+        With `pool`, a warm-pool runner: its token is never given to anyone (a claim mints
+        one), its container gets no secret, and it ends `pooled` instead of `ready`."""
         runner_id = new_id("rn")
         token = mint_token("prt")
         now = utcnow()
@@ -177,14 +185,21 @@ class RunnerService:
             expires_at=now + timedelta(seconds=p.ttl_s) if p.ttl_s else None,
             last_active_at=now,
             idempotency_key=key,
+            pool=pool,
         )
+        created = created_event(runner, who, **({"pool": pool} if pool else {}))
         # Reserved before the record exists, so no reconcile pass takes it for interrupted.
         with self.provisioner.reserve(runner_id):
-            await self._store.apply([InsertRunner(runner), AppendAudit(created_event(runner, who))])
-        env = p.env(runner_id, token=token, agent_token=self.agent_token(runner_id))
+            await self._store.apply([InsertRunner(runner), AppendAudit(created)])
+        if pool is None:
+            env = p.env(runner_id, token=token, agent_token=self.agent_token(runner_id))
+        else:
+            env = {**p.base_env(runner_id), "PADDOCK_AWAIT_CLAIM": "1"}
         expires = runner.expires_at.timestamp() if runner.expires_at else None
-        spec = RunnerSpec(runner_id, who.org_id, p.image, p.profile, p.sandbox, env, expires)
-        self.provisioner.start(runner_id, spec)
+        spec = RunnerSpec(
+            runner_id, who.org_id, p.image, p.profile, p.sandbox, env, expires, pool=pool
+        )
+        self.provisioner.start(runner_id, spec, "became_warm" if pool else "became_ready")
         return runner
 
     async def stop(
