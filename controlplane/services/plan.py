@@ -15,7 +15,10 @@ from ..backends import RunnerBackend
 from ..settings import ControlPlaneSettings
 from .agent_config import encode_config, render_openclaw_config
 
-__all__ = ["RunnerPlan", "RunnerRequest", "plan"]
+__all__ = ["POOLED_MODEL", "RunnerPlan", "RunnerRequest", "plan"]
+
+POOLED_MODEL = "paddock-pooled"
+"""The model id in a pooled runner's config; the runner's relay swaps in the claimed model."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,15 @@ class RunnerPlan:
             "PADDOCK_EXEC_MODE": self.profile.exec,
             "PADDOCK_EXEC_ALLOWLIST": ",".join(self.profile.exec_allowlist),
             "OPENCLAW_NO_AUTO_UPDATE": "1",
+        }
+
+    def pooled_env(self, runner_id: str) -> dict[str, str]:
+        """A warm-pool runner's: no secret; the config names a placeholder model."""
+        config = render_openclaw_config(self.profile, model=POOLED_MODEL)
+        return {
+            **self.base_env(runner_id),
+            "PADDOCK_AWAIT_CLAIM": "1",
+            "PADDOCK_AGENT_CONFIG": encode_config(config),
         }
 
     def env(self, runner_id: str, *, token: str, agent_token: str) -> dict[str, str]:

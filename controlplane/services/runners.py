@@ -194,7 +194,7 @@ class RunnerService:
         if pool is None:
             env = p.env(runner_id, token=token, agent_token=self.agent_token(runner_id))
         else:
-            env = {**p.base_env(runner_id), "PADDOCK_AWAIT_CLAIM": "1"}
+            env = p.pooled_env(runner_id)
         expires = runner.expires_at.timestamp() if runner.expires_at else None
         spec = RunnerSpec(
             runner_id, who.org_id, p.image, p.profile, p.sandbox, env, expires, pool=pool
