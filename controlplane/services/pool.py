@@ -68,7 +68,13 @@ class WarmPool:
         self._refills: set[asyncio.Task[None]] = set()
         for key in self._sizes:  # a wrong pool is a configuration error, found at start
             image, profile, sandbox = key.split("/")
-            self._runners.plan(RunnerRequest(profile, sandbox, None, image))
+            p = self._runners.plan(RunnerRequest(profile, sandbox, None, image))
+            if image == "openclaw" and p.profile.network != "gateway_only":
+                logger.warning(
+                    "pool %s: pooled OpenClaw runners get no egress proxy (it is set at start, "
+                    "with the token); their egress stays closed",
+                    key,
+                )
         backend = runners.backend
         if self._sizes and not (backend.capabilities.pool and isinstance(backend, SupportsPool)):
             raise PaddockError(f"the {backend.name} backend cannot keep warm pools")

@@ -124,6 +124,8 @@ class SessionService:
         if session.state == "closed":
             return session  # closing twice is not an error
         runner = await self._runners.get(who, session.runner_id)
+        if runner.state == RunnerState.SUSPENDED and runner.session_id == session.id:
+            runner = await self._runners.wake(runner.id, who.actor)
         closed = AuditEvent(
             org_id=who.org_id,
             actor=who.actor,
