@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from paddock_core import (
     AppendAudit,
@@ -73,6 +73,14 @@ class Principal:
     platform: bool = False
 
 
+class Claimer(Protocol):
+    """What `create` asks first: a ready-made runner bound to `who`, or None."""
+
+    async def claim(
+        self, who: Principal, p: RunnerPlan, key: str | None
+    ) -> RunnerRecord | None: ...
+
+
 class RunnerService:
     def __init__(
         self,
@@ -89,7 +97,7 @@ class RunnerService:
         self._lifecycle = Lifecycle()
         self._locks: dict[str, asyncio.Lock] = {}
         self.provisioner = Provisioner(self, store=store, backend=backend, settings=settings)
-        self.claimer: Any = None
+        self.claimer: Claimer | None = None
         """The warm pool (`services.pool.WarmPool`), when one is configured."""
 
     @property
@@ -154,7 +162,7 @@ class RunnerService:
 
     async def _create(self, who: Principal, p: RunnerPlan, key: str | None) -> RunnerRecord:
         if self.claimer is not None:
-            claimed: RunnerRecord | None = await self.claimer.claim(who, p, key)
+            claimed = await self.claimer.claim(who, p, key)
             if claimed is not None:
                 return claimed
         return await self.launch(who, p, key=key)
