@@ -224,9 +224,10 @@ class Reconciler:
             except ConflictError:
                 return False
         logger.warning("runner %s failed: %s (%s)", runner.id, code, message)
-        if runner.backend_ref and status not in _GONE:
+        if runner.backend_ref and status not in ("missing", "network"):
             # Failed first (its token dies at once), then stopped: an exhausted sandbox can take
-            # seconds to stop, and the pass must not wait for it.
+            # seconds to stop, and the pass must not wait for it. An exited one is stopped too:
+            # on E2B `exited` means the runner died but its VM still runs.
             task = asyncio.get_running_loop().create_task(self._stop_container(runner))
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
