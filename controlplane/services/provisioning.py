@@ -30,6 +30,8 @@ __all__ = ["Provisioner"]
 
 logger = logging.getLogger(__name__)
 
+_SHUTDOWN_WAIT_S = 30.0  # for backend creations under way at shutdown
+
 
 class Provisioner:
     def __init__(
@@ -45,6 +47,7 @@ class Provisioner:
         self._backend = backend
         self._settings = settings
         self._tasks: set[asyncio.Task[None]] = set()
+        self._creating: set[asyncio.Task[dict[str, Any] | None]] = set()
         self.inflight: set[str] = set()
         """Runner ids this process is provisioning (or claiming) right now."""
 
@@ -90,33 +93,45 @@ class Provisioner:
 
     async def shutdown(self) -> None:
         """Cancel provisioning tasks: their runners stay `provisioning`, every record whole,
-        and the next start adopts them."""
+        and the next start adopts them. Backend creations under way are waited for (a
+        thread cannot be cancelled), so what they made is recorded or removed."""
         for task in list(self._tasks):
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+        pending = self._tasks | self._creating
+        if pending:
+            await asyncio.wait(pending, timeout=_SHUTDOWN_WAIT_S)
 
     async def _provision(self, runner_id: str, spec: RunnerSpec, trigger: str) -> None:
+        # Shielded: cancelling the provisioning must not orphan what the backend is making.
+        creating = asyncio.get_running_loop().create_task(self._create(runner_id, spec))
+        self._creating.add(creating)
+        creating.add_done_callback(self._creating.discard)
+        ref = await asyncio.shield(creating)
+        if ref is not None:
+            deadline = anyio.current_time() + self._settings.ready_timeout_s
+            await self.await_ready(runner_id, ref, deadline, trigger)
+
+    async def _create(self, runner_id: str, spec: RunnerSpec) -> dict[str, Any] | None:
+        """Backend create, then store its reference; None when there is nothing to probe."""
         try:
             ref = await self._backend.provision(spec)
         except BackendError as exc:
             reason = str(exc.details.get("reason", "backend_error"))
             await self._runners.fail(runner_id, reason, exc.message)
-            return
+            return None
         async with self._runners.guard(runner_id) as runner:
             if runner is None:
-                return
+                return None
             update = UpdateRunner(runner.id, runner.version, {"backend_ref": ref})
             runner = (await self._store.apply([update])).runners[runner_id]
             if runner.deleted or runner.state in (RunnerState.DELETING, RunnerState.DELETED):
                 # Deleted while the backend was creating it: remove what it made.
                 await self._backend.destroy(runner_id)
-                return
+                return None
             if runner.state != RunnerState.PROVISIONING:
                 await self._backend.stop(ref)  # stopped or failed meanwhile
-                return
-        deadline = anyio.current_time() + self._settings.ready_timeout_s
-        await self.await_ready(runner_id, ref, deadline, trigger)
+                return None
+        return ref
 
     async def _adopt(self, runner: RunnerRecord) -> None:
         started = runner.claimed_at or runner.created_at

@@ -260,6 +260,8 @@ def test_concurrent_create_stop_delete_end_consistent(make_stack: StackFactory) 
             "no container or network left",
         )
         assert api.get("/v1/audit/verify").json()["ok"] is True
+    # Creations still under way at shutdown were waited for, and removed: nothing is left.
+    assert labelled(stack.docker, stack.controlplane_id) == ([], [])
 
 
 def test_graceful_shutdown_can_stop_runners(make_stack: StackFactory) -> None:
