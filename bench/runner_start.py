@@ -2,6 +2,7 @@
 
     python -m bench.runner_start [--runs 20] [--openclaw-runs 3] [--no-openclaw]
         [--matrix-runs 10]   # POST→ready for each sandbox level × profile (0: skip)
+        [--pool-runs 20] [--openclaw-pool-runs 0]   # warm-pool claim → ready (0: skip)
     python -m bench.runner_start --backend e2b-fake [--runs 20]   # on the shipped fake E2B
 
 Everything runs on this machine: `paddock serve` on loopback with the fake provider, runners on
@@ -133,6 +134,37 @@ def openclaw_turns(p: Paddock) -> dict[str, float]:
     return out
 
 
+def _until_warm(api: httpx.Client, pool: str, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        status = {p["pool"]: p for p in api.get("/v1/pools").json()["pools"]}
+        if status[pool]["warm"] >= 1:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"pool {pool} has no warm runner within {limit_s} s")
+
+
+def pool_claim_start(image: str, runs: int, limit_s: float, size: int = 2) -> list[float]:
+    """POST→ready when a warm runner is there to claim (the pool is given time to refill
+    between runs: this measures a claim, not an empty pool)."""
+    pool = f"{image}/minimal/hardened"
+    env = {**serve_env(), "PADDOCK_POOLS": f'{{"{pool}": {size}}}'}
+    samples = []
+    with paddock_serve(**env) as p, p.client() as api:
+        for _ in range(runs):
+            _until_warm(api, pool, limit_s)
+            t0 = time.perf_counter()
+            created = api.post("/v1/runners", json={"profile": "minimal", "image": image})
+            created.raise_for_status()
+            if created.json().get("pool") != pool:
+                raise RuntimeError(f"not claimed from the pool: {created.json()}")
+            if created.json()["state"] != "ready":
+                _until_ready(api, created.json()["id"], limit_s)
+            samples.append((time.perf_counter() - t0) * 1000)
+            api.delete(f"/v1/runners/{created.json()['id']}").raise_for_status()
+    return samples
+
+
 def serve_env() -> dict[str, str]:
     """`paddock serve` on free ports; no lookups of real provider names (nothing leaves here)."""
     return {
@@ -219,10 +251,18 @@ def main() -> None:
     parser.add_argument("--no-openclaw", action="store_true")
     parser.add_argument("--matrix-runs", type=int, default=10)
     parser.add_argument("--backend", choices=["docker", "e2b-fake"], default="docker")
+    parser.add_argument("--pool-runs", type=int, default=20)
+    parser.add_argument("--openclaw-pool-runs", type=int, default=0)
     args = parser.parse_args()
     if args.backend == "e2b-fake":
         e2b_fake_main(args.runs)
         return
+    if args.pool_runs:
+        claim = percentiles(pool_claim_start("probe", args.pool_runs, 60))
+        print(f"probe image, hardened   warm-pool claim→ready {fmt(claim)}")
+    if args.openclaw_pool_runs:
+        claim = percentiles(pool_claim_start("openclaw", args.openclaw_pool_runs, 300))
+        print(f"openclaw image, hardened warm-pool claim→ready {fmt(claim)}")
 
     with paddock_serve(**serve_env()) as p:
         if args.matrix_runs:
@@ -233,14 +273,15 @@ def main() -> None:
                     )
                     stats = fmt(percentiles(samples))
                     print(f"probe image, {sandbox:<8} {profile:<8} POST→ready {stats}")
-        paddock_probe = percentiles(paddock_start(p, "probe", args.runs, 60))
-        plain = percentiles(plain_docker_start(p, args.runs))
-        print(f"probe image, hardened   Paddock POST→ready  {fmt(paddock_probe)}")
-        print(f"probe image, plain docker create+start+probe {fmt(plain)}")
-        print(
-            f"  ratio p50 {paddock_probe['p50'] / plain['p50']:.2f}x  "
-            f"p95 {paddock_probe['p95'] / plain['p95']:.2f}x"
-        )
+        if args.runs:
+            paddock_probe = percentiles(paddock_start(p, "probe", args.runs, 60))
+            plain = percentiles(plain_docker_start(p, args.runs))
+            print(f"probe image, hardened   Paddock POST→ready  {fmt(paddock_probe)}")
+            print(f"probe image, plain docker create+start+probe {fmt(plain)}")
+            print(
+                f"  ratio p50 {paddock_probe['p50'] / plain['p50']:.2f}x  "
+                f"p95 {paddock_probe['p95'] / plain['p95']:.2f}x"
+            )
         if not args.no_openclaw:
             oc = percentiles(paddock_start(p, "openclaw", args.openclaw_runs, 300))
             print(f"openclaw image, hardened Paddock POST→ready {fmt(oc)}")

@@ -25,7 +25,7 @@ from paddock_core import (
 )
 
 from .api.errors import install_error_handlers
-from .api.routes import approvals, audit, egress, follow, runners, sessions, tenancy
+from .api.routes import approvals, audit, egress, follow, pools, runners, sessions, tenancy
 from .backends import RunnerBackend
 from .backends.base import SupportsAgentTransport
 from .services import (
@@ -37,8 +37,9 @@ from .services import (
 )
 from .services.approvals import ApprovalService
 from .services.egress import EgressService
+from .services.pool import WarmPool
+from .services.reconciler import Reconciler
 from .services.transcripts import purge_transcripts_periodically
-from .services.watch import RunnerWatch
 from .settings import ControlPlaneSettings
 
 __all__ = ["create_app"]
@@ -165,14 +166,18 @@ def create_app(
             redact=ContentPolicies.load(settings.policies_dir).redactor(),
             on_budget_exhausted=settings.on_budget_exhausted,
         )
-        watch = RunnerWatch(
+        pool = WarmPool(runners=runner_service, http=http, settings=settings)
+        reconciler = Reconciler(
             store=store,
             backend=runner_backend,
             runners=runner_service,
+            settings=settings,
+            pool=pool if pool.sizes else None,
             sessions=app.state.sessions,
-            interval_s=settings.watch_interval_s,
         )
-        watch.start()
+        reconciler.start()
+        app.state.pool = pool
+        app.state.reconciler = reconciler
         logger.info("control plane up (backend %s)", runner_backend.name)
         try:
             yield
@@ -180,8 +185,9 @@ def create_app(
             checkpoints.cancel()
             purging.cancel()
             await asyncio.gather(checkpoints, purging, return_exceptions=True)
-            await watch.close()
-            await runner_service.shutdown()
+            await reconciler.close()
+            await pool.close()
+            await runner_service.shutdown(stop_runners=settings.shutdown_runners == "stop")
             await http.aclose()
             if backend is None:
                 await runner_backend.close()
@@ -203,6 +209,7 @@ def create_app(
     app.include_router(follow.router)
     app.include_router(egress.router)
     app.include_router(approvals.router)
+    app.include_router(pools.router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from paddock_core import CoreSettings
 
@@ -64,7 +64,33 @@ class ControlPlaneSettings(CoreSettings):
         True, description="install the host firewall around runners (off: runners reach the host)"
     )
     watch_interval_s: float = Field(
-        1.0, gt=0, description="how often live runners are checked for death, seconds"
+        2.0,
+        gt=0,
+        description="reconcile period: how often the store is compared with the backend, seconds",
+    )
+    # Runner lifetime (see services/reconciler.py).
+    runner_ttl_s: float | None = Field(
+        86400.0, gt=0, description="maximum lifetime of a runner, seconds (None: unlimited)"
+    )
+    idle_timeout_s: float | None = Field(
+        1800.0, gt=0, description="no message for this long suspends or stops a runner, seconds"
+    )
+    idle_action: Literal["suspend", "stop"] = Field(
+        "suspend", description="what the idle timeout does (suspend: docker pause)"
+    )
+    shutdown_runners: Literal["keep", "stop"] = Field(
+        "keep", description="what a graceful shutdown of the control plane does to live runners"
+    )
+    expired_sweep_grace_s: float = Field(
+        60.0, ge=0, description="a container this long past its expiry label is removed, seconds"
+    )
+    # Warm pools (see services/pool.py).
+    pools: dict[str, int] = Field(
+        default_factory=dict,
+        description='runners kept ready per "image/profile/sandbox", e.g. "probe/minimal/hardened"',
+    )
+    pool_refill_parallel: int = Field(
+        1, ge=1, le=16, description="pooled runners started at once while refilling"
     )
     # E2B (backend "e2b"): runners in Firecracker microVMs; see runner_images/README.md.
     gateway_public_url: str | None = Field(
@@ -93,3 +119,21 @@ class ControlPlaneSettings(CoreSettings):
     e2b_dns_servers: list[str] | None = Field(
         None, description="resolvers a VM may reach (None: E2B's default; []: none)"
     )
+
+    @field_validator("runner_ttl_s", "idle_timeout_s", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        """`off` (or empty) in the environment: no limit."""
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none", "null"):
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_periods(self) -> Self:
+        if self.backend == "e2b" and self.watch_interval_s > self.e2b_lease_s / 2:
+            # The reconciler's listing renews E2B leases; slower than lease/2 lets them lapse.
+            raise ValueError("watch_interval_s must be at most e2b_lease_s / 2 on the e2b backend")
+        for key, size in self.pools.items():
+            if key.count("/") != 2 or size < 0:
+                raise ValueError(f"pools: {key!r} must be image/profile/sandbox with a size >= 0")
+        return self

@@ -58,6 +58,15 @@ class RunnerRecord(_Record):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     deleted: bool = False
+    expires_at: datetime | None = None
+    """Absolute end of the runner's life (its TTL); also a label on its container."""
+    last_active_at: datetime | None = None
+    """The last message or session change; the idle timeout counts from it."""
+    idempotency_key: str | None = None
+    """The `Idempotency-Key` of the create request, unique per org."""
+    pool: str | None = None
+    """The warm pool it was made for (`image/profile/sandbox`), while pooled and after a claim."""
+    claimed_at: datetime | None = None
 
 
 class SessionRecord(_Record):

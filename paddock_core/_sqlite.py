@@ -393,9 +393,11 @@ class SqliteStore:
         )
         doc = updated.model_dump(mode="json", exclude={_SPENT})
         db.execute(
-            f"UPDATE {table} SET doc = ?, version = ? WHERE id = ? AND version = ?",
-            (_dumps(doc), version + 1, rid, version),
+            f"UPDATE {table} SET doc = ?, version = ?, org_id = ? WHERE id = ? AND version = ?",
+            (_dumps(doc), version + 1, updated.org_id, rid, version),
         )
+        if isinstance(updated, RunnerRecord):  # keep the indexed copy in step with the doc
+            db.execute("UPDATE runners SET token_hash = ? WHERE id = ?", (updated.token_hash, rid))
         return updated
 
     def _link(

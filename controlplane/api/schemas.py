@@ -31,6 +31,9 @@ class RunnerCreate(_In):
     budget_usd: float | None = Field(None, ge=0, description="lifetime LLM budget, USD")
     image: str | None = Field(None, description="runner image kind: openclaw | probe")
     model: str | None = Field(None, description="model the agent uses, via the gateway")
+    ttl_s: float | None = Field(
+        None, gt=0, description="maximum lifetime, seconds (capped by the plane's runner_ttl_s)"
+    )
 
 
 class SessionCreate(_In):
@@ -60,6 +63,10 @@ class RunnerPublic(BaseModel):
     failure: dict[str, str] | None
     created_at: datetime
     updated_at: datetime
+    expires_at: datetime | None
+    last_active_at: datetime | None
+    pool: str | None
+    """The warm pool it was claimed from, if any."""
 
     @classmethod
     def of(cls, r: RunnerRecord) -> RunnerPublic:
@@ -83,6 +90,9 @@ class RunnerPublic(BaseModel):
                     "backend",
                     "created_at",
                     "updated_at",
+                    "expires_at",
+                    "last_active_at",
+                    "pool",
                 }
             ),
             failure=failure,

@@ -16,8 +16,10 @@ from paddock_core import Profile, SandboxLevel
 
 __all__ = [
     "LABEL_CONTROLPLANE",
+    "LABEL_EXPIRES",
     "LABEL_MANAGED",
     "LABEL_ORG",
+    "LABEL_POOL",
     "LABEL_RUNNER",
     "BackendCapabilities",
     "ObservedRunner",
@@ -26,12 +28,18 @@ __all__ = [
     "RunnerSpec",
     "SupportsAgentTransport",
     "SupportsPause",
+    "SupportsPool",
 ]
 
 LABEL_MANAGED = "io.paddock.managed"
 LABEL_RUNNER = "io.paddock.runner-id"
 LABEL_CONTROLPLANE = "io.paddock.controlplane-id"
 LABEL_ORG = "io.paddock.org-id"
+LABEL_EXPIRES = "io.paddock.expires-at"
+"""Unix time (seconds) after which the runner must not exist: anything may sweep it then."""
+LABEL_POOL = "io.paddock.pool"
+"""The warm pool a container was made for; its org label is then the pool owner's, not the
+claimant's (labels cannot change after creation)."""
 
 
 @dataclass(frozen=True)
@@ -44,12 +52,18 @@ class RunnerSpec:
     profile: Profile
     sandbox: SandboxLevel
     env: dict[str, str] = field(default_factory=dict)
+    expires_at: float | None = None
+    """Unix time of the runner's end of life (its TTL), put on the container as a label."""
+    pool: str | None = None
+    """Set for a warm-pool runner: `env` then holds no per-runner secret; they come at claim."""
 
 
 @dataclass(frozen=True)
 class BackendCapabilities:
     sandboxes: frozenset[str]
     pause: bool = False
+    pool: bool = False
+    """Pooled runners can be handed their token and config after start (`SupportsPool`)."""
     networks: frozenset[str] | None = None
     """Profile network modes the backend can enforce; None: every mode."""
 
@@ -80,11 +94,15 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class ObservedRunner:
+    """One runner as the backend sees it. `status`: created, running, paused, exited, dead,
+    or `network` (its network exists without a container: a provision cut short)."""
+
     runner_id: str
     controlplane_id: str
     status: str
     reason: str | None = None
     """A reason to fail it even though it runs (`pids_exhausted`, `oom_killed`)."""
+    expires_at: float | None = None
 
 
 class RunnerBackend(Protocol):
@@ -103,7 +121,9 @@ class RunnerBackend(Protocol):
         """Base URL of the agent's HTTP endpoint inside the runner (e.g. http://10.0.0.2:18789)."""
         ...
 
-    async def stop(self, ref: dict[str, Any]) -> None: ...
+    async def stop(self, ref: dict[str, Any]) -> None:
+        """Stop the runner's container; one already stopped or gone counts as stopped."""
+        ...
 
     async def destroy(self, runner_id: str) -> None:
         """Remove every resource labelled with this runner id; missing ones count as removed."""
@@ -129,3 +149,12 @@ class SupportsPause(Protocol):
     async def pause(self, ref: dict[str, Any]) -> None: ...
 
     async def resume(self, ref: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class SupportsPool(Protocol):
+    """A backend whose runners can start without secrets and be claimed later
+    (`capabilities.pool`): `claim_env` is the environment the control plane pushes to the
+    agent at claim (the spec's env, plus what the backend derives from it, e.g. the proxy)."""
+
+    def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]: ...

@@ -38,8 +38,10 @@ from paddock_core import BackendError
 
 from .base import (
     LABEL_CONTROLPLANE,
+    LABEL_EXPIRES,
     LABEL_MANAGED,
     LABEL_ORG,
+    LABEL_POOL,
     LABEL_RUNNER,
     BackendCapabilities,
     ObservedRunner,
@@ -108,7 +110,7 @@ class DockerBackend:
     def capabilities(self) -> BackendCapabilities:
         runtimes = self._runtimes if self._runtimes is not None else frozenset({"runc", "runsc"})
         sandboxes = {"hardened"} | ({"gvisor"} if "runsc" in runtimes else set())
-        return BackendCapabilities(sandboxes=frozenset(sandboxes), pause=True)
+        return BackendCapabilities(sandboxes=frozenset(sandboxes), pause=True, pool=True)
 
     @property
     def firewall(self) -> HostFirewall:
@@ -125,12 +127,17 @@ class DockerBackend:
             self._kernel = None
 
     def _labels(self, spec: RunnerSpec) -> dict[str, str]:
-        return {
+        labels = {
             LABEL_MANAGED: "true",
             LABEL_RUNNER: spec.runner_id,
             LABEL_CONTROLPLANE: self._controlplane_id,
             LABEL_ORG: spec.org_id,
         }
+        if spec.expires_at is not None:
+            labels[LABEL_EXPIRES] = str(int(spec.expires_at))
+        if spec.pool is not None:
+            labels[LABEL_POOL] = spec.pool
+        return labels
 
     async def provision(self, spec: RunnerSpec) -> dict[str, Any]:
         """Create the runner's network and container (started by the first `probe`)."""
@@ -173,6 +180,10 @@ class DockerBackend:
             "gateway_ip": gateway_ip,
             "gateway_url": gateway_url,
         }
+
+    def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]:
+        """What a claimed pooled runner is handed: its secrets and the proxy built from them."""
+        return self._environment(spec, ref["gateway_ip"], ref["gateway_url"])
 
     def _environment(self, spec: RunnerSpec, gateway_ip: str, gateway_url: str) -> dict[str, str]:
         env = {**spec.env, "PADDOCK_GATEWAY_URL": gateway_url}
@@ -322,7 +333,10 @@ class DockerBackend:
 
         def _stop() -> None:
             try:
-                client.containers.get(ref["container_id"]).stop(timeout=5)
+                container = client.containers.get(ref["container_id"])
+                if container.status == "paused":  # a frozen process cannot take its SIGTERM
+                    container.unpause()
+                container.stop(timeout=5)
             except docker.errors.NotFound:
                 pass
 
@@ -353,24 +367,76 @@ class DockerBackend:
             except docker.errors.NotFound:
                 pass
 
+    async def pause(self, ref: dict[str, Any]) -> None:
+        """`docker pause` (the cgroup freezer); pausing a paused runner is a no-op."""
+        await self._freeze(ref, pause=True)
+
+    async def resume(self, ref: dict[str, Any]) -> None:
+        """`docker unpause`; resuming a running runner is a no-op."""
+        await self._freeze(ref, pause=False)
+
+    async def _freeze(self, ref: dict[str, Any], *, pause: bool) -> None:
+        client = await self._docker()
+
+        def _act() -> None:
+            container = client.containers.get(ref["container_id"])
+            if pause and container.status == "running":
+                container.pause()
+            elif not pause and container.status == "paused":
+                container.unpause()
+
+        try:
+            await anyio.to_thread.run_sync(_act)
+        except docker.errors.NotFound as exc:
+            raise BackendError(
+                "the runner's container is gone", reason="container_vanished"
+            ) from exc
+        except docker.errors.DockerException as exc:
+            verb = "pause" if pause else "unpause"
+            raise BackendError(f"docker could not {verb} the runner: {exc}") from exc
+
     async def list_runners(self) -> list[ObservedRunner]:
-        """This control plane's runners as Docker sees them, with exhaustion the kernel saw."""
+        """This control plane's runners as Docker sees them (containers, and networks left
+        without one), with the exhaustion the kernel saw."""
         client = await self._docker()
         filters: dict[str, Any] = {
             "label": [f"{LABEL_MANAGED}=true", f"{LABEL_CONTROLPLANE}={self._controlplane_id}"]
         }
-        containers = await anyio.to_thread.run_sync(
-            lambda: client.containers.list(all=True, filters=filters)
-        )
-        return [
-            ObservedRunner(
-                runner_id=c.labels.get(LABEL_RUNNER, ""),
-                controlplane_id=c.labels.get(LABEL_CONTROLPLANE, ""),
-                status=c.status,
-                reason=self._exhaustion(c.id or ""),
+
+        def _list() -> tuple[list[dict[str, Any]], list[Network]]:
+            # The low-level listing: one call, no inspect per container (which races removals).
+            containers = client.api.containers(all=True, filters=filters)
+            return containers, client.networks.list(filters=filters)
+
+        try:
+            containers, networks = await anyio.to_thread.run_sync(_list)
+        except docker.errors.DockerException as exc:
+            raise BackendError(f"docker could not list runners: {exc}") from exc
+        seen = []
+        for c in containers:
+            labels, status = c.get("Labels") or {}, str(c.get("State", ""))
+            seen.append(
+                ObservedRunner(
+                    runner_id=labels.get(LABEL_RUNNER, ""),
+                    controlplane_id=labels.get(LABEL_CONTROLPLANE, ""),
+                    status=status,
+                    reason=self._exhaustion(c.get("Id", "")) if status == "running" else None,
+                    expires_at=_expiry(labels),
+                )
             )
-            for c in containers
-        ]
+        with_container = {o.runner_id for o in seen}
+        for n in networks:
+            labels = n.attrs.get("Labels") or {}
+            if labels.get(LABEL_RUNNER, "") not in with_container:
+                seen.append(
+                    ObservedRunner(
+                        runner_id=labels.get(LABEL_RUNNER, ""),
+                        controlplane_id=labels.get(LABEL_CONTROLPLANE, ""),
+                        status="network",
+                        expires_at=_expiry(labels),
+                    )
+                )
+        return seen
 
     async def close(self) -> None:
         """Close connections. This plane's firewall rules go only with its last runner network
@@ -400,3 +466,10 @@ def _log_tail(container: Container) -> str:
     except docker.errors.DockerException:
         return ""
     return raw.decode(errors="replace").strip()[-800:]
+
+
+def _expiry(labels: dict[str, str]) -> float | None:
+    try:
+        return float(labels[LABEL_EXPIRES])
+    except (KeyError, ValueError):
+        return None

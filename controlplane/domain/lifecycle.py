@@ -19,29 +19,55 @@ __all__ = ["TRANSITIONS", "Lifecycle", "RunnerState"]
 
 class RunnerState(StrEnum):
     PROVISIONING = "provisioning"
+    POOLED = "pooled"
     READY = "ready"
     RUNNING = "running"
+    SUSPENDED = "suspended"
+    STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
+    DELETING = "deleting"
+    DELETED = "deleted"
 
 
-_LIVE = [RunnerState.PROVISIONING, RunnerState.READY, RunnerState.RUNNING]
+S = RunnerState
+_LIVE = [S.PROVISIONING, S.POOLED, S.READY, S.RUNNING, S.SUSPENDED]
+_SERVING = [S.READY, S.RUNNING]
+# Intent states (`stopping`, `deleting`) are persisted before the backend is asked; the
+# reconciler finishes them after a crash. Every state but `deleted` may be deleted.
+_DELETABLE = [*_LIVE, S.STOPPING, S.STOPPED, S.FAILED]
 
 TRANSITIONS: list[dict[str, Any]] = [
-    {"trigger": "became_ready", "source": RunnerState.PROVISIONING, "dest": RunnerState.READY},
-    {"trigger": "open_session", "source": RunnerState.READY, "dest": RunnerState.RUNNING},
-    {"trigger": "close_session", "source": RunnerState.RUNNING, "dest": RunnerState.READY},
-    {"trigger": "stop", "source": _LIVE, "dest": RunnerState.STOPPED},
-    {"trigger": "fail", "source": _LIVE, "dest": RunnerState.FAILED},
+    {"trigger": "became_ready", "source": S.PROVISIONING, "dest": S.READY},
+    {"trigger": "became_warm", "source": S.PROVISIONING, "dest": S.POOLED},
+    {"trigger": "claim", "source": S.POOLED, "dest": S.PROVISIONING},
+    {"trigger": "open_session", "source": S.READY, "dest": S.RUNNING},
+    {"trigger": "close_session", "source": S.RUNNING, "dest": S.READY},
+    {"trigger": "suspend", "source": _SERVING, "dest": S.SUSPENDED},
+    {"trigger": "resume", "source": S.SUSPENDED, "dest": S.READY},
+    {"trigger": "resume_session", "source": S.SUSPENDED, "dest": S.RUNNING},
+    {"trigger": "stop", "source": _LIVE, "dest": S.STOPPING},
+    {"trigger": "stopped", "source": S.STOPPING, "dest": S.STOPPED},
+    {"trigger": "fail", "source": [*_LIVE, S.STOPPING], "dest": S.FAILED},
+    {"trigger": "delete", "source": _DELETABLE, "dest": S.DELETING},
+    {"trigger": "deleted", "source": S.DELETING, "dest": S.DELETED},
 ]
 
 # Plain words for error messages: "cannot open a session on a runner that is stopped".
 _VERBS = {
     "became_ready": "mark ready",
+    "became_warm": "mark warm",
+    "claim": "claim",
     "open_session": "open a session on",
     "close_session": "close the session of",
+    "suspend": "suspend",
+    "resume": "resume",
+    "resume_session": "resume",
     "stop": "stop",
+    "stopped": "finish stopping",
     "fail": "fail",
+    "delete": "delete",
+    "deleted": "finish deleting",
 }
 
 
@@ -87,6 +113,7 @@ class Lifecycle:
         return sorted(self._machine.get_triggers(state))
 
     def is_live(self, state: str) -> bool:
+        """Its container should exist and run (or be paused, when suspended)."""
         return state in {s.value for s in _LIVE}
 
 

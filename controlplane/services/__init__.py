@@ -2,7 +2,8 @@
 
 from .audit import SPEND_GROUPS, AuditService, SpendGroup, VerifyResult
 from .follow import FollowService, SpendTotals
-from .runners import Principal, RunnerRequest, RunnerService
+from .plan import RunnerRequest
+from .runners import Principal, RunnerService
 from .sessions import MessageEvent, SessionService, SpendReport
 from .tenancy import TenancyService
 

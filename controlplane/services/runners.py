@@ -1,19 +1,21 @@
 """Runner lifecycle service: the only place runner state changes. No FastAPI imports.
 
 Each state change is one atomic store batch: the compare-and-set update of the runner and the
-audit event that explains it. In-process, a lock per runner serialises operations on it; across
-processes, the version check makes the loser fail with a 409 instead of overwriting.
+audit event that explains it. Intent is persisted before the backend is asked (`stopping`,
+`deleting`, `suspended`), and what was observed after; the reconciler finishes what a crash
+interrupted. In-process, a lock per runner serialises operations on it; across processes, the
+version check makes the loser fail with a 409 instead of overwriting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import anyio
+from datetime import timedelta
+from typing import Any, Protocol
 
 from paddock_core import (
     AppendAudit,
@@ -37,14 +39,23 @@ from paddock_core import (
     utcnow,
 )
 
-from ..backends import RunnerBackend, RunnerSpec
+from ..backends import RunnerBackend, RunnerSpec, SupportsPause
 from ..domain import Lifecycle, RunnerState
 from ..settings import ControlPlaneSettings
-from .agent_config import encode_config, render_openclaw_config
+from .plan import RunnerPlan, RunnerRequest, plan
+from .provisioning import Provisioner
 
 __all__ = ["Principal", "RunnerRequest", "RunnerService"]
 
 logger = logging.getLogger(__name__)
+
+S = RunnerState
+# Entering these states closes the runner's open session, with this reason.
+_CLOSES_SESSION = {
+    S.STOPPING: "runner_stopped",
+    S.FAILED: "runner_failed",
+    S.DELETING: "runner_deleted",
+}
 
 
 @dataclass(frozen=True)
@@ -62,13 +73,12 @@ class Principal:
     platform: bool = False
 
 
-@dataclass(frozen=True)
-class RunnerRequest:
-    profile: str
-    sandbox: str
-    budget_usd: float | None
-    image: str | None = None
-    model: str | None = None
+class Claimer(Protocol):
+    """What `create` asks first: a ready-made runner bound to `who`, or None."""
+
+    async def claim(
+        self, who: Principal, p: RunnerPlan, key: str | None
+    ) -> RunnerRecord | None: ...
 
 
 class RunnerService:
@@ -86,18 +96,32 @@ class RunnerService:
         self._policies = policies
         self._lifecycle = Lifecycle()
         self._locks: dict[str, asyncio.Lock] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.provisioner = Provisioner(self, store=store, backend=backend, settings=settings)
+        self.claimer: Claimer | None = None
+        """The warm pool (`services.pool.WarmPool`), when one is configured."""
+
+    @property
+    def backend(self) -> RunnerBackend:
+        return self._backend
+
+    @property
+    def store(self) -> Store:
+        return self._store
 
     # --- queries ------------------------------------------------------------------------
 
     async def get(self, who: Principal, runner_id: str) -> RunnerRecord:
         runner = await self._store.get_runner(runner_id)
-        if runner is None or runner.deleted or runner.org_id != who.org_id:
+        if runner is None or runner.deleted or runner.org_id != who.org_id or _unclaimed(runner):
             raise NotFoundError(f"runner {runner_id} not found", field="runner_id")
         return runner
 
     async def list_for(self, who: Principal) -> list[RunnerRecord]:
-        return [r for r in await self._store.list_runners(who.org_id) if not r.deleted]
+        return [
+            r
+            for r in await self._store.list_runners(who.org_id)
+            if not r.deleted and not _unclaimed(r)
+        ]
 
     async def events(
         self, who: Principal, runner_id: str, *, after_seq: int = 0, limit: int = 1000
@@ -116,107 +140,143 @@ class RunnerService:
     def agent_url(self, runner: RunnerRecord) -> str:
         return self._backend.agent_url(runner.backend_ref)
 
+    def plan(self, req: RunnerRequest) -> RunnerPlan:
+        return plan(req, settings=self._settings, policies=self._policies, backend=self._backend)
+
     # --- commands -----------------------------------------------------------------------
 
-    async def create(self, who: Principal, req: RunnerRequest) -> RunnerRecord:
-        profile = self._policies.profile(req.profile)
-        sandbox = self._policies.sandbox_level(req.sandbox)
-        if req.sandbox not in self._backend.capabilities.sandboxes:
-            raise InvalidRequestError(
-                f"sandbox {req.sandbox!r} is not available on the {self._backend.name} backend",
-                field="sandbox",
-            )
-        if (refusal := self._backend.capabilities.refusal(profile, req.sandbox)) is not None:
-            # Refused before anything exists, rather than silently weakened on this backend.
-            raise InvalidRequestError(f"{refusal} ({self._backend.name} backend)", field="profile")
-        image_kind = req.image or self._settings.default_image
-        if image_kind not in self._settings.images:
-            raise InvalidRequestError(
-                f"unknown image {image_kind!r}; expected one of {sorted(self._settings.images)}",
-                field="image",
-            )
-        model = req.model or self._settings.default_model
-        if model not in self._policies.prices and not any(
-            model.startswith(p)
-            for spec in self._policies.providers.values()
-            for p in spec.model_prefixes
-        ):
-            raise InvalidRequestError(f"unknown model {model!r}", field="model")
+    async def create(
+        self, who: Principal, req: RunnerRequest, *, idempotency_key: str | None = None
+    ) -> tuple[RunnerRecord, bool]:
+        """A new runner (claimed from a warm pool when one fits), and whether this is the
+        replay of an earlier request with the same `Idempotency-Key`."""
+        checked = self.plan(req)
+        if idempotency_key is None:
+            return await self._create(who, checked, None), False
+        async with self._lock(f"idempotency:{who.org_id}:{idempotency_key}"):
+            for earlier in await self._store.list_runners(who.org_id):
+                if earlier.idempotency_key == idempotency_key:
+                    _check_same_request(earlier, checked)
+                    return earlier, True
+            return await self._create(who, checked, idempotency_key), False
 
+    async def _create(self, who: Principal, p: RunnerPlan, key: str | None) -> RunnerRecord:
+        if self.claimer is not None:
+            claimed = await self.claimer.claim(who, p, key)
+            if claimed is not None:
+                return claimed
+        return await self.launch(who, p, key=key)
+
+    async def launch(
+        self, who: Principal, p: RunnerPlan, *, key: str | None = None, pool: str | None = None
+    ) -> RunnerRecord:
+        """Store a new runner (with its audit record), then provision it in the background.
+        With `pool`, a warm-pool runner: its token is never given to anyone (a claim mints
+        one), its container gets no secret, and it ends `pooled` instead of `ready`."""
         runner_id = new_id("rn")
         token = mint_token("prt")
+        now = utcnow()
         runner = RunnerRecord(
             id=runner_id,
             org_id=who.org_id,
-            state=RunnerState.PROVISIONING,
-            profile=profile.name,
-            sandbox=sandbox.name,
-            image=self._settings.images[image_kind],
-            model=model,
-            budget_usd=req.budget_usd,
+            state=S.PROVISIONING,
+            profile=p.profile.name,
+            sandbox=p.sandbox.name,
+            image=p.image,
+            model=p.model,
+            budget_usd=p.budget_usd,
             token_hash=hash_token(token),
             backend=self._backend.name,
             created_by=who.actor,
             team_id=who.team_id,
             user_id=who.user_id,
+            expires_at=now + timedelta(seconds=p.ttl_s) if p.ttl_s else None,
+            last_active_at=now,
+            idempotency_key=key,
+            pool=pool,
         )
-        created = AuditEvent(
-            org_id=who.org_id,
-            actor=who.actor,
-            type="runner.created",
-            runner_id=runner_id,
-            data={
-                "state": runner.state,
-                "profile": profile.name,
-                "sandbox": sandbox.name,
-                "image": runner.image,
-                "model": model,
-                "budget_usd": req.budget_usd,
-            },
+        created = created_event(runner, who, **({"pool": pool} if pool else {}))
+        # Reserved before the record exists, so no reconcile pass takes it for interrupted.
+        with self.provisioner.reserve(runner_id):
+            await self._store.apply([InsertRunner(runner), AppendAudit(created)])
+        if pool is None:
+            env = p.env(runner_id, token=token, agent_token=self.agent_token(runner_id))
+        else:
+            env = p.pooled_env(runner_id)
+        expires = runner.expires_at.timestamp() if runner.expires_at else None
+        spec = RunnerSpec(
+            runner_id, who.org_id, p.image, p.profile, p.sandbox, env, expires, pool=pool
         )
-        await self._store.apply([InsertRunner(runner), AppendAudit(created)])
-        env = {
-            "PADDOCK_RUNNER_ID": runner_id,
-            "PADDOCK_RUNNER_TOKEN": token,
-            "PADDOCK_MODEL": model,
-            "OPENCLAW_GATEWAY_TOKEN": self.agent_token(runner_id),
-            "PADDOCK_AGENT_CONFIG": encode_config(render_openclaw_config(profile, model=model)),
-            "PADDOCK_EXEC_MODE": profile.exec,
-            "PADDOCK_EXEC_ALLOWLIST": ",".join(profile.exec_allowlist),
-            "OPENCLAW_NO_AUTO_UPDATE": "1",
-        }
-        spec = RunnerSpec(runner_id, who.org_id, runner.image, profile, sandbox, env)
-        self._spawn(self._provision(runner_id, spec))
+        self.provisioner.start(runner_id, spec, "became_warm" if pool else "became_ready")
         return runner
 
     async def stop(
         self, who: Principal, runner_id: str, *, reason: str = "requested"
     ) -> RunnerRecord:
-        runner = await self.get(who, runner_id)
+        await self.get(who, runner_id)
         async with self._lock(runner_id):
             runner = await self.get(who, runner_id)
-            if runner.state == RunnerState.STOPPED:
+            if runner.state == S.STOPPED:
                 return runner  # stopping twice is not an error
-            self._lifecycle.next_state(runner.state, "stop")  # 409 before any side effect
-            if runner.backend_ref:
-                await self._backend.stop(runner.backend_ref)
-            return await self._transition(runner, "stop", who.actor, reason)
+            if runner.state != S.STOPPING:  # else: finish what another call or a crash began
+                runner = await self.transition_locked(runner, "stop", who.actor, reason)
+            return await self.finish_stop(runner, who.actor)
 
     async def delete(self, who: Principal, runner_id: str) -> None:
-        runner = await self.get(who, runner_id)
-        if self._lifecycle.is_live(runner.state):
-            runner = await self.stop(who, runner_id, reason="deleted")
+        await self.get(who, runner_id)
         async with self._lock(runner_id):
-            runner = await self.get(who, runner_id)
-            await self._backend.destroy(runner_id)
-            await self._store.apply(
-                [
-                    UpdateRunner(runner.id, runner.version, {"deleted": True}),
-                    AppendAudit(
-                        _event(runner, who.actor, "runner.deleted", {"state": runner.state})
-                    ),
-                ]
-            )
+            runner = await self._store.get_runner(runner_id)
+            if runner is None or runner.deleted:
+                return  # a concurrent delete won: same outcome
+            if runner.state != S.DELETING:
+                runner = await self.transition_locked(runner, "delete", who.actor, "requested")
+            await self.finish_delete(runner, who.actor)
+
+    async def suspend(self, runner: RunnerRecord, actor: str, reason: str) -> RunnerRecord:
+        """Pause an idle runner (`suspended`), under its lock; the caller checked `runner`."""
+        runner = await self.transition_locked(runner, "suspend", actor, reason)
+        if isinstance(self._backend, SupportsPause) and runner.backend_ref:
+            try:
+                await self._backend.pause(runner.backend_ref)
+            except PaddockError:  # the reconciler pauses it, or fails it if it is gone
+                logger.warning("could not pause runner %s", runner.id)
+        return runner
+
+    async def wake(self, runner_id: str, actor: str) -> RunnerRecord:
+        """Note activity on a runner: resume it if it is suspended. Returns it as it is now."""
+        async with self._lock(runner_id):
+            runner = await self._store.get_runner(runner_id)
+            if runner is None:
+                raise NotFoundError(f"runner {runner_id} not found", field="runner_id")
+            changes = {"last_active_at": utcnow()}
+            if runner.state != S.SUSPENDED:
+                if not self._lifecycle.is_live(runner.state):
+                    return runner
+                update = UpdateRunner(runner.id, runner.version, changes)
+                return (await self._store.apply([update])).runners[runner.id]
+            trigger = "resume_session" if runner.session_id else "resume"
+            runner = await self.transition_locked(runner, trigger, actor, "activity", changes)
+            if isinstance(self._backend, SupportsPause) and runner.backend_ref:
+                try:
+                    await self._backend.resume(runner.backend_ref)
+                except BackendError as exc:
+                    await self._fail_locked(runner, _reason(exc), exc.message)
+                    raise
+            return runner
+
+    async def finish_stop(self, runner: RunnerRecord, actor: str) -> RunnerRecord:
+        """`stopping` → stop the container → `stopped`. Call under the runner's lock."""
+        if runner.backend_ref:
+            await self._backend.stop(runner.backend_ref)
+        return await self.transition_locked(runner, "stopped", actor, "container_stopped")
+
+    async def finish_delete(self, runner: RunnerRecord, actor: str) -> None:
+        """`deleting` → remove everything labelled with it → `deleted`. Under its lock."""
+        await self._backend.destroy(runner.id)
+        gone = _event(runner, actor, "runner.deleted", {"state": runner.state})
+        await self.transition_locked(
+            runner, "deleted", actor, "resources_removed", {"deleted": True}, then=[gone]
+        )
 
     async def transition(
         self,
@@ -233,25 +293,67 @@ class RunnerService:
             runner = await self._store.get_runner(runner_id)
             if runner is None:
                 raise NotFoundError(f"runner {runner_id} not found", field="runner_id")
-            return await self._transition(runner, trigger, actor, reason, changes, extra)
+            return await self.transition_locked(runner, trigger, actor, reason, changes, extra)
 
-    async def shutdown(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5)
+    async def fail(
+        self, runner_id: str, code: str, message: str, *, version: int | None = None
+    ) -> RunnerRecord | None:
+        """Fail a live runner with a reason (and stop its container). With `version`, only
+        if the runner is still at that version (the caller decided on what it saw)."""
+        async with self.guard(runner_id, version) as runner:
+            if runner is None or not self._lifecycle.is_live(runner.state):
+                return None
+            return await self._fail_locked(runner, code, message)
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, runner_id: str, version: int | None = None
+    ) -> AsyncIterator[RunnerRecord | None]:
+        """Hold the runner's lock; yield it, or None when it is gone or no longer at
+        `version` (then whoever decided on the old version decides again next time)."""
+        async with self._lock(runner_id):
+            runner = await self._store.get_runner(runner_id)
+            if runner is None or (version is not None and runner.version != version):
+                yield None
+            else:
+                yield runner
+
+    async def shutdown(self, *, stop_runners: bool = False) -> None:
+        """Cancel provisioning (its runners stay `provisioning`, adopted at the next start);
+        with `stop_runners`, stop every live runner of this backend, each fully recorded."""
+        await self.provisioner.shutdown()
+        if not stop_runners:
+            return
+        for runner in await self._store.list_runners():
+            if runner.deleted or runner.backend != self._backend.name:
+                continue
+            async with self.guard(runner.id, runner.version) as current:
+                if current is None or not self._lifecycle.is_live(current.state):
+                    continue
+                try:
+                    stopping = await self.transition_locked(
+                        current, "stop", "system", "controlplane_shutdown"
+                    )
+                    await self.finish_stop(stopping, "system")
+                except PaddockError:  # left `stopping`: the next start finishes it
+                    logger.exception("could not stop runner %s at shutdown", runner.id)
 
     # --- internals ----------------------------------------------------------------------
 
-    def _lock(self, runner_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(runner_id, asyncio.Lock())
+    def _lock(self, key: str) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
 
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _fail_locked(self, runner: RunnerRecord, code: str, message: str) -> RunnerRecord:
+        changes = {"failure_code": code, "failure_message": message[:2000]}
+        failed = await self.transition_locked(runner, "fail", "system", code, changes)
+        if runner.backend_ref:
+            try:
+                await self._backend.stop(runner.backend_ref)
+            except PaddockError:
+                logger.warning("could not stop failed runner %s", runner.id)
+        return failed
 
-    async def _transition(
+    async def transition_locked(
         self,
         runner: RunnerRecord,
         trigger: str,
@@ -259,18 +361,27 @@ class RunnerService:
         reason: str,
         changes: dict[str, Any] | None = None,
         extra: Sequence[Operation] = (),
+        *,
+        then: Sequence[AuditEvent] = (),
     ) -> RunnerRecord:
-        dest = self._lifecycle.next_state(runner.state, trigger)
+        """One lifecycle step of `runner` as read under its lock, persisted with its audit
+        record (and the session it closes) in one batch: `extra` before the step's audit
+        event, `then` after it."""
+        dest = self._lifecycle.next_state(runner.state, trigger)  # 409 before any side effect
         update: dict[str, Any] = {"state": dest.value, **(changes or {})}
         closing: list[Operation] = []
-        if runner.session_id and dest in (RunnerState.STOPPED, RunnerState.FAILED):
-            closing = await self._close_session_ops(runner, actor, f"runner_{dest.value}")
+        if runner.session_id and dest in _CLOSES_SESSION:
+            closing = await self._close_session_ops(runner, actor, _CLOSES_SESSION[dest])
             update["session_id"] = None
         ops: list[Operation] = [UpdateRunner(runner.id, runner.version, update), *closing, *extra]
         data = {"from": runner.state, "to": dest.value, "trigger": trigger, "reason": reason}
-        if "failure_code" in update:
-            data["failure_code"] = update["failure_code"]
-        ops.append(AppendAudit(_event(runner, actor, "runner.state_changed", data)))
+        for key in ("failure_code", "failure_message"):
+            if key in update:
+                data[key] = update[key]
+        event = _event(runner, actor, "runner.state_changed", data)
+        # A claim moves the runner to the claimant's org: its events go to that org's chain.
+        event = event.model_copy(update={"org_id": update.get("org_id", runner.org_id)})
+        ops += [AppendAudit(event), *(AppendAudit(e) for e in then)]
         result = await self._store.apply(ops)
         logger.info("runner %s: %s -> %s (%s)", runner.id, runner.state, dest.value, reason)
         return result.runners[runner.id]
@@ -299,79 +410,24 @@ class RunnerService:
             ),
         ]
 
-    async def _provision(self, runner_id: str, spec: RunnerSpec) -> None:
-        try:
-            await self._provision_steps(runner_id, spec)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a crash here must leave the runner failed, never stuck
-            logger.exception("provisioning of %s crashed", runner_id)
-            await self._fail(runner_id, "internal_error", f"{type(exc).__name__}: {exc}")
 
-    async def _provision_steps(self, runner_id: str, spec: RunnerSpec) -> None:
-        try:
-            ref = await self._backend.provision(spec)
-        except BackendError as exc:
-            await self._fail(
-                runner_id, str(exc.details.get("reason", "backend_error")), exc.message
-            )
-            return
-        async with self._lock(runner_id):
-            runner = await self._store.get_runner(runner_id)
-            if runner is None:
-                return
-            runner = (
-                await self._store.apply(
-                    [UpdateRunner(runner.id, runner.version, {"backend_ref": ref})]
-                )
-            ).runners[runner_id]
-            if runner.state != RunnerState.PROVISIONING:
-                # Stopped or deleted while the backend was creating it: undo what it made.
-                await self._backend.stop(ref)
-                return
-        deadline = anyio.current_time() + self._settings.ready_timeout_s
-        last = ""
-        while anyio.current_time() < deadline:
-            result = await self._backend.probe(ref)
-            if result.state == "ready":
-                async with self._lock(runner_id):
-                    runner = await self._store.get_runner(runner_id)
-                    if runner is not None and runner.state == RunnerState.PROVISIONING:
-                        await self._transition(runner, "became_ready", "system", "probe_ok")
-                return
-            if result.state in ("exited", "missing"):
-                code = _exit_reason(result.exit_code, result.oom_killed, result.state)
-                code = result.reason or code
-                await self._fail(runner_id, code, result.detail or result.state)
-                return
-            last = result.detail
-            current = await self._store.get_runner(runner_id)
-            if current is None or current.state != RunnerState.PROVISIONING:
-                return
-            await asyncio.sleep(self._settings.probe_interval_s)
-        await self._fail(
-            runner_id,
-            "probe_timeout",
-            f"not ready after {self._settings.ready_timeout_s:.0f} s (last: {last})",
-        )
-
-    async def _fail(self, runner_id: str, code: str, message: str) -> None:
-        async with self._lock(runner_id):
-            runner = await self._store.get_runner(runner_id)
-            if runner is None or not self._lifecycle.is_live(runner.state):
-                return
-            if runner.backend_ref:
-                try:
-                    await self._backend.stop(runner.backend_ref)
-                except PaddockError:
-                    logger.warning("could not stop failed runner %s", runner_id)
-            await self._transition(
-                runner,
-                "fail",
-                "system",
-                code,
-                changes={"failure_code": code, "failure_message": message[:2000]},
-            )
+def created_event(runner: RunnerRecord, who: Principal, **more: Any) -> AuditEvent:
+    return AuditEvent(
+        org_id=who.org_id,
+        actor=who.actor,
+        type="runner.created",
+        runner_id=runner.id,
+        data={
+            "state": runner.state,
+            "profile": runner.profile,
+            "sandbox": runner.sandbox,
+            "image": runner.image,
+            "model": runner.model,
+            "budget_usd": runner.budget_usd,
+            "expires_at": runner.expires_at.isoformat() if runner.expires_at else None,
+            **more,
+        },
+    )
 
 
 def _event(runner: RunnerRecord, actor: str, kind: str, data: dict[str, Any]) -> AuditEvent:
@@ -385,11 +441,19 @@ def _event(runner: RunnerRecord, actor: str, kind: str, data: dict[str, Any]) ->
     )
 
 
-def _exit_reason(exit_code: int | None, oom_killed: bool, state: str) -> str:
-    if state == "missing":
-        return "container_vanished"
-    if oom_killed:
-        return "oom_killed"
-    if exit_code == 3:
-        return "gateway_unreachable"
-    return "exited"
+def _unclaimed(runner: RunnerRecord) -> bool:
+    """A warm-pool runner nobody has claimed yet: it belongs to no caller."""
+    return runner.pool is not None and runner.claimed_at is None
+
+
+def _reason(exc: BackendError) -> str:
+    return str(exc.details.get("reason", "backend_error"))
+
+
+def _check_same_request(earlier: RunnerRecord, p: RunnerPlan) -> None:
+    same = (earlier.profile, earlier.sandbox, earlier.image, earlier.model, earlier.budget_usd)
+    if same != (p.profile.name, p.sandbox.name, p.image, p.model, p.budget_usd):
+        raise InvalidRequestError(
+            f"Idempotency-Key was used for a different request (runner {earlier.id})",
+            field="Idempotency-Key",
+        )

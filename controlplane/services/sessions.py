@@ -93,6 +93,7 @@ class SessionService:
         budget becomes."""
         self._store = store
         self._on_exhausted = on_budget_exhausted
+        self._ended_seen: dict[str, int] = {}  # org -> seq of the last ending event read
         self._runners = runners
         self._http = http
         self._message_timeout_s = message_timeout_s
@@ -106,6 +107,8 @@ class SessionService:
 
     async def open(self, who: Principal, runner_id: str, budget_usd: float | None) -> SessionRecord:
         runner = await self._runners.get(who, runner_id)
+        if runner.state == RunnerState.SUSPENDED and runner.session_id is None:
+            runner = await self._runners.wake(runner_id, who.actor)  # a new session resumes it
         if runner.state == RunnerState.RUNNING:
             raise ConflictError(
                 f"runner {runner_id} already has an open session ({runner.session_id})",
@@ -128,7 +131,7 @@ class SessionService:
             "open_session",
             who.actor,
             "session_opened",
-            changes={"session_id": session.id},
+            changes={"session_id": session.id, "last_active_at": utcnow()},
             extra=[InsertSession(session), AppendAudit(opened)],
         )
         return session
@@ -140,6 +143,8 @@ class SessionService:
         if session.state == "closed":
             return session  # closing twice is not an error
         runner = await self._runners.get(who, session.runner_id)
+        if runner.state == RunnerState.SUSPENDED and runner.session_id == session.id:
+            runner = await self._runners.wake(runner.id, who.actor)
         closed = AuditEvent(
             org_id=who.org_id,
             actor=who.actor,
@@ -188,6 +193,20 @@ class SessionService:
         logger.info("session %s closed: %s", session_id, reason)
         return reason
 
+    async def close_ended_between_turns(self, live: list[RunnerRecord]) -> None:
+        """Sessions the gateway asked to end between agent turns (out of budget, a loop; an
+        agent working on its own) are closed here, by the reconciler's pass; after a turn,
+        `send` does it at once. Reads only the ending events not read before (per org)."""
+        open_sessions = {r.session_id: r for r in live if r.session_id is not None}
+        for org_id in {r.org_id for r in open_sessions.values()}:
+            after = self._ended_seen.get(org_id, 0)
+            query = AuditQuery(types=ENDING_EVENTS, after_seq=after, limit=100)
+            for event in await self._store.list_audit(org_id, query=query):
+                self._ended_seen[org_id] = event.seq
+                if event.session_id is not None and event.session_id in open_sessions:
+                    who = Principal(org_id=org_id, actor="system")
+                    await self.close_if_ended(who, event.session_id)
+
     async def spend(self, who: Principal, session_id: str) -> SpendReport:
         session = await self.get(who, session_id)
         return SpendReport(session, await self._store.list_llm_calls(session_id=session_id))
@@ -233,6 +252,9 @@ class SessionService:
                 f"session {session_id} is closed ({session.close_reason})", state="closed"
             )
         runner = await self._runners.get(who, session.runner_id)
+        if runner.session_id == session.id:
+            # Activity: resets the idle timeout, and resumes a suspended runner first.
+            runner = await self._runners.wake(runner.id, who.actor)
         if runner.state != RunnerState.RUNNING or runner.session_id != session.id:
             raise ConflictError(
                 f"runner {runner.id} is {runner.state}; it cannot take messages", state=runner.state

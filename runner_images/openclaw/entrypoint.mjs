@@ -7,8 +7,19 @@
 // 4. With PADDOCK_EXEC_MODE=allowlist, seeds OpenClaw's exec approvals document from
 //    PADDOCK_EXEC_ALLOWLIST (comma list of command names or path globs).
 // 5. Becomes `openclaw gateway run --port 18789 --bind lan` in this same process (no extra Node).
+// Warm pool (PADDOCK_AWAIT_CLAIM=1): the container starts with no per-runner secret, and OpenClaw
+// starts at once (the slow part) on 127.0.0.1:18790 with placeholders: a local agent token
+// made here, and a provider at a local relay (127.0.0.1:18791). A front on :18789 serves
+// /healthz, /readyz ({"status": "pooled"} once OpenClaw is ready) and POST /paddock/claim
+// {"env": {...}}, accepted from the gateway address only. The claim's secrets stay in this
+// module's memory, never in process.env (so not in what exec'd tools inherit): the front then
+// checks the claimed agent token and forwards to OpenClaw; the relay forwards OpenClaw's model
+// calls to the real gateway with the claimed runner token and model.
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, constants as C, mkdirSync, openSync, unlinkSync, writeFileSync } from "node:fs";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import http from "node:http";
+import https from "node:https";
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -24,6 +35,20 @@ const fail = (code, msg) => {
   process.exit(code);
 };
 
+const POOLED = env.PADDOCK_AWAIT_CLAIM === "1";
+const INTERNAL_PORT = 18790; // OpenClaw itself, loopback only, in a pooled runner
+const RELAY_PORT = 18791; // the relay to the real gateway, loopback only
+const POOLED_MODEL = "paddock-pooled"; // the model id in a pooled runner's config
+const pool = { gateway: env.PADDOCK_GATEWAY_URL || "", claim: null, localToken: "" };
+if (POOLED) {
+  delete env.PADDOCK_AWAIT_CLAIM;
+  pool.localToken = randomBytes(24).toString("hex");
+  env.PADDOCK_GATEWAY_URL = `http://127.0.0.1:${RELAY_PORT}/v1`;
+  env.PADDOCK_RUNNER_TOKEN = "pooled-placeholder";
+  env.OPENCLAW_GATEWAY_TOKEN = pool.localToken;
+  env.PADDOCK_MODEL = POOLED_MODEL;
+}
+
 const missing = ["PADDOCK_GATEWAY_URL", "PADDOCK_RUNNER_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "PADDOCK_AGENT_CONFIG"]
   .filter((name) => !env[name]);
 if (missing.length) fail(2, `missing required env: ${missing.join(", ")}`);
@@ -37,6 +62,10 @@ try {
   configText = Buffer.from(env.PADDOCK_AGENT_CONFIG, "base64").toString("utf8");
   const parsed = JSON.parse(configText);
   if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+  if (POOLED) {
+    parsed.gateway = { ...(parsed.gateway || {}), bind: "loopback", port: INTERNAL_PORT };
+    configText = JSON.stringify(parsed);
+  }
 } catch (err) {
   fail(2, `PADDOCK_AGENT_CONFIG is not base64 of a JSON object (${err.message})`);
 }
@@ -55,19 +84,19 @@ env.OPENCLAW_CONFIG_PATH = configPath;
 env.OPENCLAW_NO_AUTO_UPDATE = "1";
 env.OPENCLAW_CONFIG_READONLY = "1"; // the control plane owns the config: OpenClaw must not rewrite it
 
-async function bootCheck(budgetMs = 10_000) {
-  const url = `${env.PADDOCK_GATEWAY_URL.replace(/\/+$/, "")}/models`;
+async function gatewayCheck(base, token, budgetMs = 10_000) {
+  const url = `${base.replace(/\/+$/, "")}/models`;
   const deadline = Date.now() + budgetMs;
   let last = "no attempt";
   for (;;) {
     const left = deadline - Date.now();
     try {
       const res = await fetch(url, {
-        headers: { authorization: `Bearer ${env.PADDOCK_RUNNER_TOKEN}` },
+        headers: { authorization: `Bearer ${token}` },
         signal: AbortSignal.timeout(Math.max(500, Math.min(3000, left))),
       });
       await res.arrayBuffer().catch(() => {});
-      if (res.status === 200) return;
+      if (res.status === 200) return null;
       last = `HTTP ${res.status}`;
       if (res.status === 401 || res.status === 403) break; // retrying will not fix a bad token
     } catch (err) {
@@ -76,10 +105,136 @@ async function bootCheck(budgetMs = 10_000) {
     if (Date.now() + 500 >= deadline) break;
     await new Promise((r) => setTimeout(r, 500));
   }
-  fail(3, `gateway check failed: GET ${url} -> ${last}`);
+  return `gateway check failed: GET ${url} -> ${last}`;
 }
-await bootCheck();
-note("gateway check ok");
+
+function send(res, code, obj) {
+  res.writeHead(code, { "content-type": "application/json" });
+  res.end(JSON.stringify(obj));
+}
+
+function readBody(req, limit = 8 << 20) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on("data", (c) => {
+      size += c.length;
+      if (size > limit) reject(new Error("body too large"));
+      else chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function forward(res, target, method, headers, body) {
+  delete headers["transfer-encoding"]; // the body is whole here
+  headers["content-length"] = String(body.length);
+  const up = (target.protocol === "https:" ? https : http).request(target, { method, headers }, (r) => {
+    res.writeHead(r.statusCode || 502, r.headers);
+    r.pipe(res);
+  });
+  up.on("error", (err) => (res.headersSent ? res.destroy() : send(res, 502, { error: { message: `upstream: ${err.message}` } })));
+  up.end(body);
+}
+
+async function internalReady() {
+  try {
+    const r = await fetch(`http://127.0.0.1:${INTERNAL_PORT}/readyz`, { signal: AbortSignal.timeout(2000) });
+    await r.arrayBuffer().catch(() => {});
+    return r.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+async function takeClaim(req, res) {
+  const source = (req.socket.remoteAddress || "").replace(/^::ffff:/, "");
+  if (source !== new URL(pool.gateway).hostname) return send(res, 403, { error: { message: "claims come from the gateway address only" } });
+  if (pool.claim || pool.claiming) return send(res, 409, { error: { message: "already claimed" } });
+  let given;
+  try {
+    given = JSON.parse((await readBody(req, 1 << 20)).toString("utf8")).env;
+    if (!given || typeof given !== "object" || Object.values(given).some((v) => typeof v !== "string")) throw new Error("bad env");
+  } catch {
+    return send(res, 400, { error: { message: 'expected {"env": {NAME: string}}' } });
+  }
+  if ((given.PADDOCK_RUNNER_ID ?? env.PADDOCK_RUNNER_ID) !== env.PADDOCK_RUNNER_ID) {
+    return send(res, 409, { error: { message: "this claim is for another runner" } });
+  }
+  const want = ["PADDOCK_GATEWAY_URL", "PADDOCK_RUNNER_TOKEN", "OPENCLAW_GATEWAY_TOKEN", "PADDOCK_MODEL"];
+  const lacking = want.filter((name) => !given[name]);
+  if (lacking.length) return send(res, 400, { error: { message: `claim lacks ${lacking.join(", ")}` } });
+  pool.claiming = true;
+  const failure = await gatewayCheck(given.PADDOCK_GATEWAY_URL, given.PADDOCK_RUNNER_TOKEN);
+  if (failure) {
+    process.stderr.write(`paddock-runner: ${failure}\n`);
+    res.on("finish", () => process.exit(3)); // as a failed boot check would
+    return send(res, 502, { error: { message: failure } });
+  }
+  pool.claim = {
+    gateway: given.PADDOCK_GATEWAY_URL.replace(/\/+$/, ""),
+    token: given.PADDOCK_RUNNER_TOKEN,
+    agentToken: given.OPENCLAW_GATEWAY_TOKEN,
+    model: given.PADDOCK_MODEL,
+  };
+  note(`claimed as runner ${env.PADDOCK_RUNNER_ID}`);
+  send(res, 200, { ok: true, status: "ready" });
+}
+
+// The front: what the control plane talks to on :18789.
+function front() {
+  return http.createServer((req, res) => {
+    const route = (req.url || "").split("?")[0];
+    if (req.method === "GET" && (route === "/healthz" || route === "/health")) return send(res, 200, { ok: true });
+    if (req.method === "GET" && (route === "/readyz" || route === "/ready")) {
+      return internalReady().then((ok) =>
+        ok ? send(res, 200, { ok: true, status: pool.claim ? "ready" : "pooled" }) : send(res, 503, { ok: false }));
+    }
+    if (req.method === "POST" && route === "/paddock/claim") return takeClaim(req, res).catch(() => send(res, 500, {}));
+    const auth = Buffer.from(req.headers.authorization || "");
+    const want = Buffer.from(`Bearer ${pool.claim?.agentToken ?? ""}`);
+    if (!pool.claim || auth.length !== want.length || !timingSafeEqual(auth, want)) {
+      return send(res, 401, { error: { message: "unauthorized", type: "unauthorized" } });
+    }
+    readBody(req).then((body) => {
+      const headers = { ...req.headers, authorization: `Bearer ${pool.localToken}`, host: `127.0.0.1:${INTERNAL_PORT}` };
+      forward(res, new URL(`http://127.0.0.1:${INTERNAL_PORT}${req.url}`), req.method, headers, body);
+    }, () => send(res, 413, { error: { message: "body too large" } }));
+  });
+}
+
+// The relay: OpenClaw's provider, forwarding to the real gateway as the claimed runner.
+function relay() {
+  return http.createServer((req, res) => {
+    if (!pool.claim) return send(res, 503, { error: { message: "runner not claimed yet" } });
+    readBody(req).then((body) => {
+      let out = body;
+      if (body.length && (req.headers["content-type"] || "").includes("json")) {
+        try {
+          const parsed = JSON.parse(body.toString("utf8"));
+          if (parsed && parsed.model === POOLED_MODEL) parsed.model = pool.claim.model;
+          out = Buffer.from(JSON.stringify(parsed));
+        } catch {
+          // not JSON after all: forwarded as it came
+        }
+      }
+      const target = new URL(pool.claim.gateway + (req.url || "").replace(/^\/v1/, ""));
+      const headers = { ...req.headers, authorization: `Bearer ${pool.claim.token}`, host: target.host };
+      forward(res, target, req.method, headers, out);
+    }, () => send(res, 413, { error: { message: "body too large" } }));
+  });
+}
+
+if (POOLED) {
+  await new Promise((r) => relay().listen(RELAY_PORT, "127.0.0.1", r));
+  await new Promise((r) => front().listen(Number(PORT), "0.0.0.0", r));
+  note("pooled: OpenClaw starts now, the runner's secrets come with its claim");
+} else {
+  const failure = await gatewayCheck(env.PADDOCK_GATEWAY_URL, env.PADDOCK_RUNNER_TOKEN);
+  if (failure) fail(3, failure);
+  note("gateway check ok");
+}
 
 // OpenClaw's fs-safe addon needs openat2(2). gVisor as shipped by Debian bookworm (runsc
 // 20221219) answers ENOSYS, and OpenClaw then cannot take its state lock: every startup migration
@@ -132,5 +287,7 @@ if (execMode === "allowlist") {
 
 // Become `openclaw gateway run`: same process, so tini's signals reach OpenClaw directly.
 note("starting openclaw gateway");
-process.argv = [process.execPath, OPENCLAW, "gateway", "run", "--port", PORT, "--bind", "lan"];
+process.argv = POOLED
+  ? [process.execPath, OPENCLAW, "gateway", "run", "--port", String(INTERNAL_PORT), "--bind", "loopback"]
+  : [process.execPath, OPENCLAW, "gateway", "run", "--port", PORT, "--bind", "lan"];
 await import(OPENCLAW);

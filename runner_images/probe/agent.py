@@ -3,6 +3,8 @@
 Boot: GET ${PADDOCK_GATEWAY_URL}/models must answer 200 within ~10 s, else exit 3 (2: missing env).
 Serves :18789 GET /healthz /readyz /v1/models, POST /v1/chat/completions (forwarded to the gateway
 with model ${PADDOCK_MODEL}). Test hook: a last user message "!probe {json}" runs that action here.
+Warm pool: with PADDOCK_AWAIT_CLAIM=1 it starts holding no secret and waits for
+POST /paddock/claim {"env": {...}} from its gateway address, then checks the gateway and serves.
 """
 
 import base64
@@ -52,6 +54,14 @@ def boot_check(budget=10.0):
     if missing:
         log(f"missing required env: {', '.join(missing)}")
         sys.exit(2)
+    failure = gateway_check(budget)
+    if failure:
+        log(failure)
+        sys.exit(3)
+
+
+def gateway_check(budget=10.0):
+    """None when the gateway answers GET /models with 200 for our token, else why not."""
     deadline, last = time.monotonic() + budget, "no attempt"
     while True:
         left = deadline - time.monotonic()
@@ -70,8 +80,39 @@ def boot_check(budget=10.0):
         if time.monotonic() + 0.5 >= deadline:
             break
         time.sleep(0.5)
-    log(f"gateway check failed: GET {GW}/models -> {last}")
-    sys.exit(3)
+    return f"gateway check failed: GET {GW}/models -> {last}"
+
+
+AWAIT_CLAIM = ENV.get("PADDOCK_AWAIT_CLAIM") == "1"
+CLAIM = {"state": "pooled" if AWAIT_CLAIM else "claimed"}  # pooled -> claiming -> claimed
+CLAIM_LOCK = threading.Lock()
+
+
+def claim(source, body):
+    """Take the secrets and settings a claim hands over; (status, JSON answer)."""
+    global GW, MODEL
+    if source != urllib.parse.urlsplit(GW).hostname:
+        return 403, {"error": {"message": "claims come from the gateway address only"}}
+    env = body.get("env") if isinstance(body, dict) else None
+    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+        return 400, {"error": {"message": "expected {\"env\": {NAME: string}}"}}
+    if env.get("PADDOCK_RUNNER_ID", ENV.get("PADDOCK_RUNNER_ID")) != ENV.get("PADDOCK_RUNNER_ID"):
+        return 409, {"error": {"message": "this claim is for another runner"}}
+    with CLAIM_LOCK:
+        if CLAIM["state"] != "pooled":
+            return 409, {"error": {"message": f"already {CLAIM['state']}"}}
+        CLAIM["state"] = "claiming"
+    ENV.update(env)
+    GW, MODEL = ENV.get("PADDOCK_GATEWAY_URL", "").rstrip("/"), ENV.get("PADDOCK_MODEL", "")
+    missing = [n for n in REQUIRED if not ENV.get(n)]
+    failure = f"missing required env: {', '.join(missing)}" if missing else gateway_check()
+    if failure:
+        log(failure)
+        threading.Timer(0.2, os._exit, (3,)).start()  # answer first, then die as a boot would
+        return 502, {"error": {"message": failure}}
+    CLAIM["state"] = "claimed"
+    log(f"claimed as runner {ENV.get('PADDOCK_RUNNER_ID', '?')}")
+    return 200, {"ok": True, "status": "ready"}
 
 
 def text_of(content):
@@ -225,9 +266,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(code, {"error": {"message": message, "type": kind}})
 
     def authorized(self):
-        want = f"Bearer {ENV.get('OPENCLAW_GATEWAY_TOKEN', '')}".encode()
+        token = ENV.get("OPENCLAW_GATEWAY_TOKEN", "")
+        want = f"Bearer {token}".encode()
         got = self.headers.get("Authorization", "").encode()
-        if hmac.compare_digest(got, want):
+        if token and CLAIM["state"] == "claimed" and hmac.compare_digest(got, want):
             return True
         self.error(401, "unauthorized", "unauthorized")
         return False
@@ -236,8 +278,11 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path in ("/healthz", "/health"):
             return self.send_json(200, {"ok": True, "status": "live"})
-        if path in ("/readyz", "/ready"):
-            return self.send_json(200, {"ok": True, "status": "ready"})
+        if path in ("/readyz", "/ready"):  # pooled: ready to be claimed
+            if CLAIM["state"] == "claiming":
+                return self.send_json(503, {"ok": False, "status": "claiming"})
+            status = "pooled" if CLAIM["state"] == "pooled" else "ready"
+            return self.send_json(200, {"ok": True, "status": status})
         if path == "/v1/models" and self.authorized():
             return self.send_json(200, {"object": "list", "data": [
                 {"id": "openclaw/default", "object": "model", "owned_by": "paddock-probe"}]})
@@ -247,6 +292,13 @@ class Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def do_POST(self):
+        if self.path.split("?", 1)[0] == "/paddock/claim":
+            n = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = json.loads(self.rfile.read(n)) if 0 < n <= MAX_BODY else None
+            except ValueError:
+                body = None
+            return self.send_json(*claim(self.client_address[0], body))
         if self.path.split("?", 1)[0] != "/v1/chat/completions":
             return self.error(404, "not found", "not_found")
         if not self.authorized():
@@ -342,7 +394,10 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    boot_check()
+    if AWAIT_CLAIM:
+        log("pooled: waiting for a claim (no secrets yet)")
+    else:
+        boot_check()
     server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     log(f"runner {ENV.get('PADDOCK_RUNNER_ID', '?')} ready on :{PORT}")
     server.serve_forever()

@@ -41,7 +41,10 @@ def test_full_lifecycle(api: httpx.Client, fake_backend: FakeBackend) -> None:
         ("provisioning", "ready"),
         ("ready", "running"),
         ("running", "ready"),
-        ("ready", "stopped"),
+        ("ready", "stopping"),  # the intent, stored before the backend is asked
+        ("stopping", "stopped"),  # what was observed
+        ("stopped", "deleting"),
+        ("deleting", "deleted"),
     ]
     assert event_types(api, rid) == [
         "runner.created",
@@ -50,7 +53,10 @@ def test_full_lifecycle(api: httpx.Client, fake_backend: FakeBackend) -> None:
         "runner.state_changed",  # ready -> running
         "session.closed",
         "runner.state_changed",  # running -> ready
-        "runner.state_changed",  # ready -> stopped
+        "runner.state_changed",  # ready -> stopping
+        "runner.state_changed",  # stopping -> stopped
+        "runner.state_changed",  # stopped -> deleting
+        "runner.state_changed",  # deleting -> deleted
         "runner.deleted",
     ]
 
@@ -83,7 +89,7 @@ def test_illegal_transitions_answer_409_with_state(
         assert response.status_code == 409 and response.json()["error"]["state"] == "stopped"
     # Stopping a stopped runner is idempotent, not an error.
     assert api.post(f"/v1/runners/{rid}/stop").status_code == 200
-    assert transitions(api, rid) == [("provisioning", "stopped")]
+    assert transitions(api, rid) == [("provisioning", "stopping"), ("stopping", "stopped")]
 
 
 def test_session_close_is_idempotent_and_closed_session_takes_no_message(api: httpx.Client) -> None:
@@ -108,14 +114,19 @@ def test_stop_while_running_closes_the_session(api: httpx.Client) -> None:
     assert api.post(f"/v1/sessions/{sid}/messages", json={"content": "hi"}).status_code == 409
 
 
-def test_delete_of_a_live_runner_stops_it_first(
+def test_delete_of_a_live_runner_removes_it_through_deleting(
     api: httpx.Client, fake_backend: FakeBackend
 ) -> None:
     rid = str(create(api)["id"])
     wait_for_state(api, rid, {"ready"})
+    sid = api.post(f"/v1/runners/{rid}/sessions", json={}).json()["id"]
     assert api.delete(f"/v1/runners/{rid}").status_code == 204
-    assert [c for c in fake_backend.calls if c[1] == rid][-2:] == [("stop", rid), ("destroy", rid)]
+    assert [c for c in fake_backend.calls if c[1] == rid][-1] == ("destroy", rid)
     assert api.get("/v1/runners").json()["runners"] == []
+    assert transitions(api, rid)[-2:] == [("running", "deleting"), ("deleting", "deleted")]
+    assert api.get(f"/v1/sessions/{sid}").json()["close_reason"] == "runner_deleted"
+    # A second delete of a deleted runner: 404, as for any unknown id.
+    assert api.delete(f"/v1/runners/{rid}").status_code == 404
 
 
 def test_provision_failure_moves_to_failed_with_reason(

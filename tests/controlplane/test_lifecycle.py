@@ -7,16 +7,22 @@ import pytest
 from controlplane.domain import TRANSITIONS, Lifecycle, RunnerState
 from paddock_core import ConflictError
 
+LIVE = ("provisioning", "pooled", "ready", "running", "suspended")
 LEGAL = {
     ("provisioning", "became_ready"): "ready",
+    ("provisioning", "became_warm"): "pooled",
+    ("pooled", "claim"): "provisioning",
     ("ready", "open_session"): "running",
     ("running", "close_session"): "ready",
-    ("provisioning", "stop"): "stopped",
-    ("ready", "stop"): "stopped",
-    ("running", "stop"): "stopped",
-    ("provisioning", "fail"): "failed",
-    ("ready", "fail"): "failed",
-    ("running", "fail"): "failed",
+    ("ready", "suspend"): "suspended",
+    ("running", "suspend"): "suspended",
+    ("suspended", "resume"): "ready",
+    ("suspended", "resume_session"): "running",
+    **{(s, "stop"): "stopping" for s in LIVE},
+    ("stopping", "stopped"): "stopped",
+    **{(s, "fail"): "failed" for s in (*LIVE, "stopping")},
+    **{(s, "delete"): "deleting" for s in (*LIVE, "stopping", "stopped", "failed")},
+    ("deleting", "deleted"): "deleted",
 }
 TRIGGERS = sorted({t["trigger"] for t in TRANSITIONS})
 
@@ -35,10 +41,11 @@ def test_every_pair(state: str, trigger: str) -> None:
         assert lifecycle.next_state(state, trigger) == expected
 
 
-def test_terminal_states_allow_nothing() -> None:
+def test_terminal_states_allow_only_delete() -> None:
     lifecycle = Lifecycle()
-    assert lifecycle.triggers("stopped") == []
-    assert lifecycle.triggers("failed") == []
+    assert lifecycle.triggers("stopped") == ["delete"]
+    assert lifecycle.triggers("failed") == ["delete"]
+    assert lifecycle.triggers("deleted") == []
 
 
 def test_unknown_trigger_is_a_programming_error() -> None:

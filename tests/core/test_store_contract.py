@@ -180,6 +180,22 @@ def test_cas_update_succeeds_once_per_version(backend: Backend) -> None:
     backend.run(body)
 
 
+def test_cas_update_moves_a_runner_to_another_org_and_token(backend: Backend) -> None:
+    """A warm-pool claim rebinds a pooled runner: its org and token lookups follow the doc."""
+    r = runner("org_pool")
+
+    async def body(store: Store) -> None:
+        await store.apply([InsertRunner(r)])
+        change = {"org_id": "org_b", "token_hash": "tok_claimed"}
+        moved = (await store.apply([UpdateRunner(r.id, 1, change)])).runners[r.id]
+        assert await store.list_runners("org_pool") == []
+        assert await store.list_runners("org_b") == [moved]
+        assert await store.find_runner_by_token("tok_claimed") == moved
+        assert await store.find_runner_by_token(r.token_hash) is None
+
+    backend.run(body)
+
+
 @pytest.mark.parametrize("field", ["spent_usd", "version", "id"])
 def test_cas_refuses_store_owned_fields(backend: Backend, field: str) -> None:
     r = runner()

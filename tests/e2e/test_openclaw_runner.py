@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
 import pytest
 
 from tests.conftest import OPENCLAW_IMAGE, labelled, require_image
@@ -51,7 +55,8 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
     types = [e["type"] for e in events_log]
     assert types[:4] == ["runner.created", "runner.state_changed", "session.opened",
                          "runner.state_changed"]
-    assert types[-3:] == ["session.closed", "runner.state_changed", "runner.state_changed"]
+    # ... session closed, running -> ready, ready -> stopping, stopping -> stopped.
+    assert types[-4:] == ["session.closed"] + ["runner.state_changed"] * 3
     assert "llm.call" in types and types.index("session.message") < types.index("llm.call")
     assert [e["seq"] for e in events_log] == sorted(e["seq"] for e in events_log)
     llm_event = events_log[types.index("llm.call")]
@@ -59,3 +64,33 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
 
     assert api.delete(f"/v1/runners/{rid}").status_code == 204
     assert labelled(stack.docker, stack.controlplane_id) == ([], [])
+
+
+def test_openclaw_warm_pool_claim(make_stack: Callable[..., AbstractContextManager[Stack]]) -> None:
+    """A pooled OpenClaw runner starts OpenClaw before any claim, holding no secret; the
+    claim hands the token, agent token and model to its front and relay, in memory only."""
+    with make_stack(pools={"openclaw/minimal/hardened": 1}, watch_interval_s=0.5) as stack:
+        require_image(stack.docker, OPENCLAW_IMAGE)
+        api = stack.api
+        deadline = time.monotonic() + 300
+        while api.get("/v1/pools").json()["pools"][0]["warm"] < 1:
+            assert time.monotonic() < deadline, "no warm OpenClaw runner"
+            time.sleep(0.5)
+        created = api.post(
+            "/v1/runners", json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0}
+        )
+        assert created.status_code == 201 and created.json()["pool"], created.text
+        rid = created.json()["id"]
+        wait_ready(api, rid, timeout_s=60)
+        env = runner_env(stack, rid)
+        assert not [n for n in ("PADDOCK_RUNNER_TOKEN", "OPENCLAW_GATEWAY_TOKEN") if n in env]
+        sid = api.post(f"/v1/runners/{rid}/sessions", json={}).json()["id"]
+        reply = api.post(
+            f"/v1/sessions/{sid}/messages",
+            json={"content": "Say hello. ECHO:pooled7", "stream": False},
+            timeout=600,
+        )
+        assert reply.status_code == 200 and "ECHO:pooled7" in reply.json()["reply"], reply.text
+        calls = api.get(f"/v1/sessions/{sid}/spend").json()["calls"]
+        assert calls and {c["model"] for c in calls} == {"fake-gpt"}  # the claimed model
+        assert api.delete(f"/v1/runners/{rid}").status_code == 204

@@ -94,8 +94,9 @@ def test_round_trip_spend_audit_and_cleanup(stack: Stack) -> None:
         "llm.call",
         "session.reply",
         "session.closed",
-        "runner.state_changed",
-        "runner.state_changed",
+        "runner.state_changed",  # running -> ready
+        "runner.state_changed",  # ready -> stopping
+        "runner.state_changed",  # stopping -> stopped
     ]
 
     assert api.delete(f"/v1/runners/{rid}").status_code == 204

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
 from ...services import RunnerRequest
 from ..deps import Operator, Reader, Runners, Sessions
@@ -14,9 +14,23 @@ router = APIRouter(prefix="/v1/runners", tags=["runners"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def create_runner(body: RunnerCreate, who: Operator, runners: Runners) -> RunnerPublic:
-    request = RunnerRequest(body.profile, body.sandbox, body.budget_usd, body.image, body.model)
-    return RunnerPublic.of(await runners.create(who, request))
+async def create_runner(
+    body: RunnerCreate,
+    who: Operator,
+    runners: Runners,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200, description="replays answer the same runner"),
+    ] = None,
+) -> RunnerPublic:
+    request = RunnerRequest(
+        body.profile, body.sandbox, body.budget_usd, body.image, body.model, body.ttl_s
+    )
+    runner, replayed = await runners.create(who, request, idempotency_key=idempotency_key)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return RunnerPublic.of(runner)
 
 
 @router.get("")
