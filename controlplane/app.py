@@ -126,6 +126,7 @@ def create_app(
             settings=settings, store=store, backend=runner_backend, policies=policies
         )
         tenancy_service = TenancyService(store=store, settings=settings)
+        runner_service.org_plan = tenancy_service.plan_for
         await tenancy_service.ensure_bootstrap_org()
         signing_key = settings.audit_signing_key
         audit_service = AuditService(

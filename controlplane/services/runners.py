@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
+from gateway.checks import Plan, matches_any
 from paddock_core import (
     AppendAudit,
     AuditEvent,
@@ -26,6 +27,7 @@ from paddock_core import (
     NotFoundError,
     Operation,
     PaddockError,
+    PermissionDeniedError,
     Policies,
     Role,
     RunnerRecord,
@@ -99,6 +101,8 @@ class RunnerService:
         self.provisioner = Provisioner(self, store=store, backend=backend, settings=settings)
         self.claimer: Claimer | None = None
         """The warm pool (`services.pool.WarmPool`), when one is configured."""
+        self.org_plan: Callable[[str], Awaitable[Plan]] | None = None
+        """An org's plan (tenancy), whose profiles, sandboxes and models bound its runners."""
 
     @property
     def backend(self) -> RunnerBackend:
@@ -151,6 +155,8 @@ class RunnerService:
         """A new runner (claimed from a warm pool when one fits), and whether this is the
         replay of an earlier request with the same `Idempotency-Key`."""
         checked = self.plan(req)
+        if self.org_plan is not None:
+            _check_within_plan(await self.org_plan(who.org_id), checked)
         if idempotency_key is None:
             return await self._create(who, checked, None), False
         async with self._lock(f"idempotency:{who.org_id}:{idempotency_key}"):
@@ -439,6 +445,22 @@ def _event(runner: RunnerRecord, actor: str, kind: str, data: dict[str, Any]) ->
         session_id=runner.session_id,
         data=data,
     )
+
+
+def _check_within_plan(org_plan: Plan, p: RunnerPlan) -> None:
+    """403 naming the field when the org's plan does not include what the runner asks for."""
+    for field, value, allowed in (
+        ("profile", p.profile.name, org_plan.profiles),
+        ("sandbox", p.sandbox.name, org_plan.sandboxes),
+        ("model", p.model, org_plan.models),
+    ):
+        if not matches_any((value,), allowed):
+            raise PermissionDeniedError(
+                f"plan {org_plan.name!r} does not include {field} {value!r};"
+                f" it allows {', '.join(allowed)}",
+                field=field,
+                reason="not_in_plan",
+            )
 
 
 def _unclaimed(runner: RunnerRecord) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gateway.checks import STEPS, ChainPolicy
+from gateway.checks import STEPS, ChainPolicy, Plan
 from paddock_core import (
     ApiKeyRecord,
     AppendAudit,
@@ -108,6 +108,11 @@ class TenancyService:
         return OrgRecord.model_validate(doc)
 
     # --- an org's plan and chain settings ---------------------------------------------------
+
+    async def plan_for(self, org_id: str) -> Plan:
+        """The plan in force for an org (its own choice, else chain.yaml's, else the default)."""
+        doc = await self._store.get_object("org_gateway", org_id) or {}
+        return self._chains().plan_of(org_id, doc.get("plan"))
 
     async def get_policy(self, who: Principal, org_id: str) -> OrgPolicy:
         await self.get_org(who, org_id)

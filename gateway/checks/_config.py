@@ -75,6 +75,10 @@ class Plan(BaseModel):
     """Model names (globs) the plan may use: the requested name or `provider/model`."""
     skills: tuple[str, ...] = ("*",)
     """Tool names (globs) requests may offer."""
+    profiles: tuple[str, ...] = ("*",)
+    """Tool profiles (globs) the org's runners may use (checked when a runner is created)."""
+    sandboxes: tuple[str, ...] = ("*",)
+    """Sandbox levels (globs) the org's runners may use."""
     steps: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Step settings for the plan's orgs, over chain.yaml's defaults."""
 

@@ -126,3 +126,22 @@ def test_key_allowlists_are_shown_and_audited(urls: tuple[str, str]) -> None:
         f"{cp}/v1/audit", headers=org.admin.headers, params={"type": "key.created"}
     ).json()["events"]
     assert any(e["data"].get("models") == ["fake-*"] for e in listed)
+
+
+def test_a_plan_bounds_the_profiles_sandboxes_and_models_of_runners(urls: tuple[str, str]) -> None:
+    cp, _ = urls
+    org = new_org(cp, "bounded")
+    with client(cp, ADMIN_KEY) as root:
+        assert root.put(f"/v1/orgs/{org.id}/policy", json={"plan": "free"}).status_code == 200
+    for body, field in (
+        ({"profile": "full", "model": "fake-mini"}, "profile"),
+        ({"profile": "minimal", "model": "fake-gpt"}, "model"),
+    ):
+        refused = org.admin.post("/v1/runners", json=body)
+        assert refused.status_code == 403, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["field"]) == ("permission_denied", field)
+        assert "plan 'free' does not include" in error["message"]
+    assert org.admin.get("/v1/runners").json()["runners"] == []  # nothing was created
+    made = org.admin.post("/v1/runners", json={"profile": "standard", "model": "fake-mini"})
+    assert made.status_code == 201, made.text
