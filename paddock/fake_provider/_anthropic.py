@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ._script import FakeState, Script, read_script, text_of, tokens
+from ._script import FakeState, Script, read_json, read_script, text_of, tokens
 from ._sse import Cut, SseResponse, event, pause
 
 __all__ = ["add_anthropic_routes", "anthropic_error"]
@@ -99,15 +99,9 @@ def add_anthropic_routes(
     app: FastAPI, models: tuple[str, ...], refuse: Check, state: FakeState
 ) -> None:
     async def body_of(request: Request) -> dict[str, Any] | Response:
-        if (refused := refuse(request)) is not None:
-            return refused
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            return anthropic_error(400, f"invalid JSON body: {exc}")
-        if not isinstance(body, dict):
-            return anthropic_error(400, "body must be an object")
-        state.seen(request.url.path, body)
+        body = await read_json(request, refuse, state, anthropic_error)
+        if isinstance(body, Response):
+            return body
         if body.get("model") not in models:
             return anthropic_error(404, f"model: {body.get('model')}")
         if not isinstance(body.get("messages"), list) or not body["messages"]:

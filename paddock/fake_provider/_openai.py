@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from ._script import FakeState, Script, flagged_categories, read_script, text_of
+from ._script import FakeState, Script, flagged_categories, read_json, read_script, text_of
 from ._sse import Cut, SseResponse, data, event, pause
 
 __all__ = ["add_openai_routes", "openai_error"]
@@ -141,15 +141,9 @@ def add_openai_routes(
     app: FastAPI, models: tuple[str, ...], refuse: Check, state: FakeState
 ) -> None:
     async def body_of(request: Request) -> dict[str, Any] | Response:
-        if (refused := refuse(request)) is not None:
-            return refused
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            return openai_error(400, f"invalid JSON body: {exc}")
-        if not isinstance(body, dict):
-            return openai_error(400, "body must be an object")
-        state.seen(request.url.path, body)
+        body = await read_json(request, refuse, state, openai_error)
+        if isinstance(body, Response):
+            return body
         if body.get("model") not in models:
             return openai_error(
                 404, f"The model {body.get('model')!r} does not exist", code="model_not_found"

@@ -26,15 +26,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
 
 __all__ = [
     "DEFAULT_REPLY",
     "FakeState",
     "Script",
     "flagged_categories",
+    "read_json",
     "read_script",
     "text_of",
     "tokens",
@@ -167,3 +171,23 @@ def read_script(
         reasoning_tokens=reasoning,
         usage="NO_USAGE" not in last,
     )
+
+
+async def read_json(
+    request: Request,
+    refuse: Callable[[Request], Response | None],
+    state: FakeState,
+    error: Callable[[int, str], Response],
+) -> dict[str, Any] | Response:
+    """The request's JSON object, seen in `state`; or the refusal (auth, bad JSON, not an
+    object) as `error` shapes it for the protocol."""
+    if (refused := refuse(request)) is not None:
+        return refused
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        return error(400, f"invalid JSON body: {exc}")
+    if not isinstance(body, dict):
+        return error(400, "body must be an object")
+    state.seen(request.url.path, body)
+    return body
