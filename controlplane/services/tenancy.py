@@ -134,13 +134,7 @@ class TenancyService:
             )
         chains = self._chains()
         resolved_plan, resolved = chains.resolve(org_id, plan, steps, where="policy")
-        existing = await self._store.get_object("org_gateway", org_id)
-        changes: dict[str, Any] = {"plan": plan, "policy": steps, "updated_at": utcnow()}
-        op: PutObject | UpdateObject = (
-            UpdateObject("org_gateway", org_id, changes)
-            if existing is not None
-            else PutObject("org_gateway", OrgGatewayRecord(id=org_id, org_id=org_id, **changes))
-        )
+        existing, op = await self._org_gateway_change(org_id, {"plan": plan, "policy": steps})
         data = {
             "plan": plan,
             "steps": steps,
@@ -157,21 +151,24 @@ class TenancyService:
         """Whether the org keeps the text of its session transcripts, and for how long. The
         org's own admin decides (its data); audited."""
         await self.get_org(who, org_id)
-        existing = await self._store.get_object("org_gateway", org_id)
-        changes: dict[str, Any] = {
-            "transcript_content": content,
-            "transcript_retention_days": retention_days,
-            "updated_at": utcnow(),
-        }
-        op: PutObject | UpdateObject = (
-            UpdateObject("org_gateway", org_id, changes)
-            if existing is not None
-            else PutObject("org_gateway", OrgGatewayRecord(id=org_id, org_id=org_id, **changes))
-        )
+        changes = {"transcript_content": content, "transcript_retention_days": retention_days}
+        _, op = await self._org_gateway_change(org_id, changes)
         data = {"content": content, "retention_days": retention_days}
         event = AuditEvent(org_id=org_id, actor=who.actor, type="transcripts.set", data=data)
         await self._store.apply([op, AppendAudit(event)])
         return TranscriptSettings(content, retention_days)
+
+    async def _org_gateway_change(
+        self, org_id: str, changes: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, PutObject | UpdateObject]:
+        """The org's current `org_gateway` record (None: it has none yet) and the operation
+        that applies `changes` to it, creating it when missing."""
+        existing = await self._store.get_object("org_gateway", org_id)
+        changes = {**changes, "updated_at": utcnow()}
+        if existing is not None:
+            return existing, UpdateObject("org_gateway", org_id, changes)
+        record = OrgGatewayRecord(id=org_id, org_id=org_id, **changes)
+        return None, PutObject("org_gateway", record)
 
     async def get_transcripts(self, who: Principal, org_id: str) -> TranscriptSettings:
         await self.get_org(who, org_id)
