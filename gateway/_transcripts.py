@@ -168,22 +168,11 @@ def reply_entries(
     redact: Redactor,
     unseen_chars: int = 0,
 ) -> list[TranscriptEntry]:
-    """`unseen_chars`: a streamed reply that was not kept (no consent, or too long): its size."""
-    if not parts and unseen_chars:
-        unseen = make_entry(
-            org_id=org_id,
-            session_id=session_id,
-            runner_id=runner_id,
-            kind="model_reply",
-            role="assistant",
-            source="gateway",
-            text=None,
-            chars=unseen_chars,
-            keep=False,
-            redact=redact,
-            data={"call_id": call_id, "model": model},
-        )
-        return [unseen]
+    """`unseen_chars`: a streamed reply that was not kept (no consent, or too long): its size,
+    recorded as a reply without text."""
+    seen: list[tuple[str, str | None, str | None]] = list(parts)
+    if not seen and unseen_chars:
+        seen = [("model_reply", None, None)]
     return [
         make_entry(
             org_id=org_id,
@@ -193,9 +182,10 @@ def reply_entries(
             role="assistant",
             source="gateway",
             text=text,
+            chars=unseen_chars if text is None else None,
             keep=settings.content,
             redact=redact,
             data={"call_id": call_id, "model": model, **({"tool": tool} if tool else {})},
         )
-        for kind, text, tool in parts
+        for kind, text, tool in seen
     ]
