@@ -259,6 +259,16 @@ def paddock(fake_port: int, data: Path, *, durable: bool = True) -> Iterator[Tar
         yield Target(name, port, "/v1/chat/completions", headers, "x-paddock-overhead-ms")
 
 
+@contextlib.contextmanager
+def floor(fake_port: int, data: Path) -> Iterator[Target]:
+    """The same server stack with nothing but a relay (see bench._floor)."""
+    port = free_port()
+    args = [sys.executable, "-m", "bench._floor", "--port", str(port),
+            "--upstream", f"http://127.0.0.1:{fake_port}"]  # fmt: skip
+    with _process(args, dict(os.environ), f"http://127.0.0.1:{port}/", data / "floor.log"):
+        yield Target("floor", port, "/v1/chat/completions", {}, None)
+
+
 def _ensure_litellm() -> Path:
     binary = LITELLM_VENV / "bin" / "litellm"
     if not binary.exists():
@@ -389,7 +399,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument(
-        "--only", default="paddock,paddock-wb,litellm", help="comma list of gateways to run"
+        "--only",
+        default="floor,paddock,paddock-wb,litellm",
+        help="comma list of gateways to run",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -406,6 +418,7 @@ def main() -> None:
             if args.no_litellm:
                 chosen.discard("litellm")
             everything: dict[str, Callable[[int, Path], AbstractContextManager[Target]]] = {
+                "floor": floor,
                 "paddock": functools.partial(paddock, durable=True),
                 "paddock-wb": functools.partial(paddock, durable=False),
                 "litellm": litellm,
