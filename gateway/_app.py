@@ -10,13 +10,13 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 import httpx
-from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi import FastAPI, Request
+from starlette.types import Message, Receive, Scope, Send
 
 from paddock_core import (
     Notifier,
@@ -32,13 +32,13 @@ from ._cache import MemoryResponseCache, ResponseCache
 from ._calls import STARTED_KEY
 from ._chains import ChainSource, ConfiguredChains, FixedChain
 from ._costs import Ledger, Pricing
-from ._errors import install_error_handlers
+from ._errors import answer_error, install_error_handlers
 from ._metrics import GatewayMetrics
 from ._moderation import ModerationClient
 from ._orgs import OrgSettingsSource, StoredOrgSettings
 from ._proxy import Proxy
 from ._resilience import Breakers
-from ._routes import LLM_ROUTES
+from ._routes import LLM_PATHS, LLM_ROUTES, handle_llm_request
 from ._routes import router as routes
 from ._routing import Router, load_aliases
 from ._settings import GatewaySettings
@@ -46,22 +46,55 @@ from ._state import GatewayState
 from ._transport import AiohttpTransport, HttpxTransport, UpstreamTransport
 from .checks import STEPS, BudgetAlerts, ChainDeps, ChainPolicy, ContentPolicies, PolicyCheck
 from .counters import Counters, make_counters
+from .providers import Endpoint
 
 __all__ = ["create_gateway"]
 
 logger = logging.getLogger(__name__)
 
 
-class _Stopwatch:
-    """Notes when each request arrived, before routing and auth (for the overhead figure)."""
+class _GatewayApp(FastAPI):
+    """FastAPI, with the LLM routes dispatched straight from the server.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    An LLM call is the gateway's hot path and its handlers need nothing of the framework's
+    stack: they authenticate, read and answer by themselves. So a POST to one of those paths
+    skips the middleware and routing layers (about a tenth of the CPU of a call, measured),
+    and its errors are answered by the same handlers `install_error_handlers` registers.
+    Every other request takes the full FastAPI path.
+    """
+
+    def __init__(self, llm_routes: Mapping[str, Endpoint], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._llm_routes = dict(llm_routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            scope[STARTED_KEY] = time.perf_counter()
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()  # before routing and auth: the overhead figure
+        scope[STARTED_KEY] = started
+        endpoint = self._llm_routes.get(scope["path"]) if scope["method"] == "POST" else None
+        if endpoint is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        request = Request(scope, receive)
+        sent_start = False
+
+        async def sending(message: Message) -> None:
+            nonlocal sent_start
+            sent_start = sent_start or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            response = await handle_llm_request(endpoint, request, started)
+            # A held call answers while it is being sent (approved, rejected, timed out).
+            await response(scope, receive, sending)
+        except Exception as exc:
+            if sent_start:
+                raise
+            # Every error gets the answer of the client's own protocol, as registered.
+            await (await answer_error(request, exc))(scope, receive, send)
 
 
 def _transport(
@@ -192,9 +225,8 @@ def create_gateway(
             yield
             del app.state.gateway
 
-    app = FastAPI(title="Paddock gateway", lifespan=lifespan)
+    app = _GatewayApp(LLM_PATHS, title="Paddock gateway", lifespan=lifespan)
     install_error_handlers(app)
     app.include_router(routes)
     app.router.routes.extend(LLM_ROUTES)
-    app.add_middleware(_Stopwatch)
     return app

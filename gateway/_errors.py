@@ -41,6 +41,7 @@ from .checks import Deny, Hold
 
 __all__ = [
     "PROTOCOL_KEY",
+    "answer_error",
     "ClientProtocol",
     "PolicyDeniedError",
     "ProviderUnavailableError",
@@ -300,6 +301,16 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         code="internal_error",
         protocol=_protocol(request),
     )
+
+
+async def answer_error(request: Request, exc: Exception) -> JSONResponse:
+    """The answer the registered handlers give `exc`, for requests that bypass the framework's
+    exception middleware (the LLM routes, see `_GatewayApp`)."""
+    if isinstance(exc, PaddockError):
+        return await _paddock_error(request, exc)
+    if isinstance(exc, StarletteHTTPException):
+        return await _http_error(request, exc)
+    return await _unexpected_error(request, exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import json
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from fastapi import APIRouter, Request
@@ -22,7 +21,7 @@ from ._pipeline import handle_call
 from ._state import StateDep, state_of
 from .providers import Endpoint, client_protocol
 
-__all__ = ["LLM_ROUTES", "router"]
+__all__ = ["LLM_PATHS", "LLM_ROUTES", "handle_llm_request", "router"]
 
 router = APIRouter()
 
@@ -97,25 +96,33 @@ async def approval_result(
     return await handle_call(state, caller, call, started, claimed)
 
 
-def _llm_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
-    """A plain Starlette endpoint: the LLM routes skip FastAPI's dependency solving, which cost
-    a fifth of the gateway's CPU per call. Same steps as the Annotated dependencies above."""
+LLM_PATHS: dict[str, Endpoint] = {
+    "/v1/chat/completions": "chat",
+    "/v1/responses": "responses",
+    "/v1/embeddings": "embeddings",
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "count_tokens",
+}
+"""POST paths of the LLM calls; the app dispatches them to `handle_llm_request` directly."""
 
+
+async def handle_llm_request(endpoint: Endpoint, request: Request, started: float) -> Response:
+    """One LLM call. It takes none of FastAPI's dependency solving or middleware: the same
+    steps as the Annotated dependencies above, in order."""
+    state = state_of(request)
+    caller = await require_serving(await authenticate(request, state))
+    raw = await read_body(request, state.settings.max_body_bytes)
+    call = parse_call(endpoint, raw, request.headers)
+    return await handle_call(state, caller, call, started)
+
+
+def _route(path: str, endpoint: Endpoint) -> Route:
     async def handle(request: Request) -> Response:
         started = request.scope.get(STARTED_KEY) or time.perf_counter()
-        state = state_of(request)
-        caller = await require_serving(await authenticate(request, state))
-        raw = await read_body(request, state.settings.max_body_bytes)
-        call = parse_call(endpoint, raw, request.headers)
-        return await handle_call(state, caller, call, started)
+        return await handle_llm_request(endpoint, request, started)
 
-    return handle
+    return Route(path, handle, methods=["POST"])
 
 
-LLM_ROUTES = [
-    Route("/v1/chat/completions", _llm_endpoint("chat"), methods=["POST"]),
-    Route("/v1/responses", _llm_endpoint("responses"), methods=["POST"]),
-    Route("/v1/embeddings", _llm_endpoint("embeddings"), methods=["POST"]),
-    Route("/v1/messages", _llm_endpoint("messages"), methods=["POST"]),
-    Route("/v1/messages/count_tokens", _llm_endpoint("count_tokens"), methods=["POST"]),
-]
+LLM_ROUTES = [_route(path, endpoint) for path, endpoint in LLM_PATHS.items()]
+"""The same calls as routes: what the app does not dispatch itself (another method: 405)."""
