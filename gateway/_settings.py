@@ -75,6 +75,12 @@ class GatewaySettings(CoreSettings):
         " behind (group commit, milliseconds later) so answers never wait on the disk; budget"
         " checks still count the unwritten spend",
     )
+    access_log: bool = Field(
+        default=False,
+        description="uvicorn's access log line per request (`paddock gateway`). Off: every LLM"
+        " call is already recorded in the store and the audit trail, and the line costs about"
+        " a twentieth of a call's CPU",
+    )
     approval_poll_s: float = Field(
         default=2.0,
         gt=0,

@@ -181,7 +181,12 @@ def gateway_cmd() -> None:
     from gateway import GatewaySettings, create_gateway
 
     settings = GatewaySettings()
-    uvicorn.run(create_gateway(settings), host=settings.gateway_host, port=settings.gateway_port)
+    uvicorn.run(
+        create_gateway(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        access_log=settings.access_log,
+    )
 
 
 @main.command("egress")
