@@ -118,6 +118,12 @@ class SqliteStore:
         # fsync (WAL lets readers see every committed transaction while a write is in flight).
         self._read_conn: sqlite3.Connection | None = None
         self._read_executor: ThreadPoolExecutor | None = None
+        # Point reads (one row by key: a runner by its token, a session, an object) run on
+        # the event loop itself, on a third connection: they take microseconds, while a hop
+        # to the read thread cost a gateway call a millisecond or more of waiting for the
+        # thread and the GIL. It never waits for a lock (busy_timeout 0): a busy database
+        # sends the read to the read thread instead.
+        self._lookup_conn: sqlite3.Connection | None = None
         self._pending: list[tuple[list[Operation], asyncio.Future[BatchResult]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -138,6 +144,9 @@ class SqliteStore:
             )
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._read_executor, self._connect_reader)
+            self._lookup_conn = sqlite3.connect(self._path, isolation_level=None)
+            self._lookup_conn.execute("PRAGMA busy_timeout=0")
+            self._lookup_conn.execute("PRAGMA query_only=ON")
 
     def _connect_reader(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -160,6 +169,9 @@ class SqliteStore:
     async def close(self) -> None:
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
+        if self._lookup_conn is not None:
+            self._lookup_conn.close()
+            self._lookup_conn = None
         if self._read_executor is not None:
             if self._read_conn is not None:
                 loop = asyncio.get_running_loop()
@@ -443,8 +455,18 @@ class SqliteStore:
 
         return await asyncio.get_running_loop().run_in_executor(self._read_executor, read)
 
+    async def _lookup(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """A point read (at most a few rows, by key): inline, see `_lookup_conn`."""
+        if self._lookup_conn is not None:
+            try:
+                return self._lookup_conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+        return await self._fetch(sql, args)
+
     async def get_runner(self, runner_id: str) -> RunnerRecord | None:
-        rows = await self._fetch("SELECT doc, spent_usd FROM runners WHERE id = ?", (runner_id,))
+        rows = await self._lookup("SELECT doc, spent_usd FROM runners WHERE id = ?", (runner_id,))
         return _runner(rows[0]) if rows else None
 
     async def list_runners(self, org_id: str | None = None) -> list[RunnerRecord]:
@@ -457,13 +479,13 @@ class SqliteStore:
         return [_runner(r) for r in rows]
 
     async def find_runner_by_token(self, token_hash: str) -> RunnerRecord | None:
-        rows = await self._fetch(
+        rows = await self._lookup(
             "SELECT doc, spent_usd FROM runners WHERE token_hash = ?", (token_hash,)
         )
         return _runner(rows[0]) if rows else None
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
-        rows = await self._fetch("SELECT doc, spent_usd FROM sessions WHERE id = ?", (session_id,))
+        rows = await self._lookup("SELECT doc, spent_usd FROM sessions WHERE id = ?", (session_id,))
         if not rows:
             return None
         return SessionRecord.model_validate({**json.loads(rows[0][0]), _SPENT: rows[0][1]})
@@ -578,7 +600,7 @@ class SqliteStore:
         ]
 
     async def get_object(self, kind: ObjectKind, object_id: str) -> dict[str, Any] | None:
-        rows = await self._fetch(
+        rows = await self._lookup(
             "SELECT doc FROM objects WHERE kind = ? AND id = ?", (kind, object_id)
         )
         return json.loads(rows[0][0]) if rows else None
