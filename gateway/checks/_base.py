@@ -17,14 +17,24 @@ A check never raises to deny: it returns `Deny` (with the HTTP status of its ste
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from paddock_core import RunnerRecord, SessionRecord
 
-from ._content import Text, extract_texts, max_output_tokens, reasoning_request, tool_names
+from ._content import (
+    Text,
+    extract_texts,
+    max_output_tokens,
+    reasoning_request,
+    texts_by_role,
+    tool_names,
+)
+from ._text import joined
+
+T = TypeVar("T")
 
 __all__ = [
     "ALLOW",
@@ -92,6 +102,21 @@ class CallContext:
         return extract_texts(self.endpoint, self.body)
 
     @cached_property
+    def role_texts(self) -> Mapping[str, str]:
+        """Each role's texts joined into one, normalized for scanning (`_scan.joined`): the PII,
+        safety and security steps all scan these, so they are built once per call."""
+        by_role = texts_by_role(self.endpoint, self.body)
+        return {role: joined(texts) for role, texts in by_role.items()}
+
+    def memo(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """`compute()` once per call for `key`, shared by the checks that ask (the content
+        steps share one pattern scan of each role's text)."""
+        kept: dict[Hashable, Any] = self.__dict__.setdefault("_memo", {})
+        if key not in kept:
+            kept[key] = compute()
+        return cast(T, kept[key])
+
+    @cached_property
     def tools(self) -> tuple[str, ...]:
         """Names of the tools (skills) the request offers the model."""
         return tool_names(self.endpoint, self.body)
@@ -113,10 +138,24 @@ class CallContext:
         `reasoning.effort`, Anthropic `thinking.budget_tokens`."""
         return reasoning_request(self.endpoint, self.body)
 
+    def with_body(self, body: Mapping[str, Any]) -> CallContext:
+        """This context with a check's rewritten `body` (the client's own kept as
+        `client_body`), and none of the values cached from the old body. The same as
+        `dataclasses.replace`, which costs more than the rest of a small check."""
+        kept = {name: self.__dict__[name] for name in _FIELDS}
+        kept["body"] = body
+        kept["client_body"] = self.body if self.client_body is None else self.client_body
+        new = object.__new__(CallContext)
+        new.__dict__.update(kept)
+        return new
+
     def worst_case_usd(self, output_tokens: int | None = None) -> float:
         """Input estimate plus `output_tokens` (default: the client's cap) at the output price."""
         out = self.max_output_tokens if output_tokens is None else output_tokens
         return self.estimated_prompt_tokens * self.price.input + (out or 0) * self.price.output
+
+
+_FIELDS = tuple(f.name for f in fields(CallContext))
 
 
 @dataclass(frozen=True)

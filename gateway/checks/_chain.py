@@ -8,7 +8,6 @@ refused call never keeps a reservation.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,7 +77,6 @@ class PolicyChain:
             if decision.note:
                 result.notes.append(f"{check.name}: {decision.note}")
             if decision.body is not None:
-                original = ctx.body if ctx.client_body is None else ctx.client_body
-                ctx = dataclasses.replace(ctx, body=decision.body, client_body=original)
+                ctx = ctx.with_body(decision.body)
                 result.body = decision.body
         return result

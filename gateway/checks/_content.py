@@ -22,6 +22,7 @@ __all__ = [
     "max_output_tokens",
     "reasoning_request",
     "rewrite_texts",
+    "texts_by_role",
     "tool_names",
     "with_max_output_tokens",
 ]
@@ -103,10 +104,18 @@ def _slots(endpoint: str, body: Mapping[str, Any]) -> list[Slot]:
         return out
     if endpoint in ("messages", "count_tokens"):
         _content(out, "system", body, "system")
+    roles = _ROLES
     for message in body.get("messages") or ():
+        # `_content` and `_role` inlined: this loop runs once per message of every call.
         if type(message) is not dict:
             continue
-        _content(out, _role(message.get("role")), message, "content")
+        role = message.get("role")
+        role = roles.get(role, "user") if type(role) is str else "user"
+        content = message.get("content")
+        if type(content) is str:
+            out.append((role, message, "content"))
+        elif content is not None:
+            _blocks(out, role, content)
         for call in message.get("tool_calls") or ():
             function = call.get("function") if type(call) is dict else None
             if type(function) is dict and type(function.get("arguments")) is str:
@@ -116,6 +125,18 @@ def _slots(endpoint: str, body: Mapping[str, Any]) -> list[Slot]:
 
 def extract_texts(endpoint: str, body: Mapping[str, Any]) -> tuple[Text, ...]:
     return tuple([Text(role, holder[key]) for role, holder, key in _slots(endpoint, body)])
+
+
+def texts_by_role(endpoint: str, body: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Every text of the request, grouped by role, in order."""
+    out: dict[str, list[str]] = {}
+    for role, holder, key in _slots(endpoint, body):
+        kept = out.get(role)
+        if kept is None:
+            out[role] = [holder[key]]
+        else:
+            kept.append(holder[key])
+    return out
 
 
 def rewrite_texts(
@@ -263,9 +284,11 @@ def agent_turns(endpoint: str, body: Mapping[str, Any]) -> AgentTurns:
     if not isinstance(items, list):
         return AgentTurns(0, ())
     start = 0
-    for i, item in enumerate(items):
+    for i in range(len(items) - 1, -1, -1):  # from the end: the last person's message
+        item = items[i]
         if isinstance(item, dict) and _is_person(endpoint, item):
             start = i + 1
+            break
     iterations = 0
     calls: list[tuple[str, Any]] = []
     for item in items[start:]:

@@ -14,17 +14,21 @@ shipped pattern crosses, so a match never spans two messages.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._config import PolicyConfigError
+from ._text import joined, normalized
+
+if TYPE_CHECKING:
+    from ._base import CallContext
 
 __all__ = [
     "ContentPolicies",
@@ -37,23 +41,6 @@ __all__ = [
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
-
-_SEP = "\n\x00\n"
-# Invisible characters used to split a keyword so a pattern misses it ("ig\u200bnore").
-_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u034f\u180e\u200b\u200c\u200d\u2060\ufeff"))
-
-
-def normalized(text: str) -> str:
-    """ASCII text as is (the common case, at no cost); anything else NFKC-folded (fullwidth and
-    other look-alike forms become plain letters) with invisible characters removed."""
-    if text.isascii():
-        return text
-    return unicodedata.normalize("NFKC", text.translate(_INVISIBLE))
-
-
-def joined(texts: Iterable[str]) -> str:
-    return _SEP.join(normalized(t) for t in texts)
-
 
 # --- validators (a match counts only when its validator agrees) ---------------------------------
 
@@ -100,6 +87,8 @@ class PatternSet:
         self, patterns: Sequence[tuple[str, str]], *, case_sensitive: bool, where: str
     ) -> None:
         """`patterns`: (id, RE2 pattern); `where` names the file in errors."""
+        self.patterns = [pattern for _, pattern in patterns]
+        self.case_sensitive = case_sensitive
         options = re2.Options()
         options.case_sensitive = case_sensitive
         options.never_capture = True
@@ -198,16 +187,23 @@ class PiiScanner:
     def types(self) -> frozenset[str]:
         return frozenset(self._types)
 
+    @property
+    def patterns(self) -> PatternSet:
+        return self._set
+
     def _found(self, index: int, text: str) -> Iterator[tuple[int, int]]:
         check = self._validators[index]
         for start, end in self._set.spans(index, text):
             if check is None or check(text[start:end]):
                 yield start, end
 
-    def find(self, text: str, wanted: frozenset[str]) -> set[str]:
-        """The wanted types present in `text`."""
+    def find(
+        self, text: str, wanted: frozenset[str], candidates: Iterable[int] | None = None
+    ) -> set[str]:
+        """The wanted types present in `text`. `candidates`: the pattern indexes a set scan of
+        `text` already reported (`ContentPolicies.matches`), so it is not scanned again."""
         out: set[str] = set()
-        for index in self._set.matching(text):
+        for index in self._set.matching(text) if candidates is None else candidates:
             kind = self._types[index]
             if kind in wanted and kind not in out and next(self._found(index, text), None):
                 out.add(kind)
@@ -260,12 +256,19 @@ class RuleScanner:
     def rule_ids(self) -> tuple[str, ...]:
         return tuple(r.id for r in self._rules)
 
+    @property
+    def patterns(self) -> PatternSet:
+        return self._set
+
     def scan(self, by_role: Mapping[str, str]) -> RuleHits | None:
         """`by_role`: each role's texts, joined. None when no rule matches."""
+        return self.score({role: self._set.matching(text) for role, text in by_role.items()})
+
+    def score(self, matched_by_role: Mapping[str, Sequence[int]]) -> RuleHits | None:
+        """The score of the rules that matched, given per role (rule indexes). None: none."""
         matched: set[int] = set()
         roles: list[str] = []
-        for role, text in by_role.items():
-            found = self._set.matching(text)
+        for role, found in matched_by_role.items():
             if found:
                 matched.update(found)
                 roles.append(role)
@@ -290,6 +293,30 @@ class ContentPolicies:
     pii: PiiScanner
     safety: RuleScanner
     security: RuleScanner
+
+    @cached_property
+    def _index(self) -> tuple[PatternSet, dict[int, tuple[int, int]]]:
+        """Every pattern of the three scanners in one RE2 set (the rules' case-insensitivity
+        inlined as `(?i)`), and each scanner's (offset, count) in it: a call's text is
+        scanned once for all three steps, not three times."""
+        parts = [self.pii.patterns, self.safety.patterns, self.security.patterns]
+        combined: list[tuple[str, str]] = []
+        spans: dict[int, tuple[int, int]] = {}
+        for owner, patterns in zip((self.pii, self.safety, self.security), parts, strict=True):
+            spans[id(owner)] = (len(combined), len(patterns.patterns))
+            flag = "" if patterns.case_sensitive else "(?i)"
+            combined += [(f"#{len(combined)}", flag + p) for p in patterns.patterns]
+        return PatternSet(combined, case_sensitive=True, where="content patterns"), spans
+
+    def matches(self, ctx: CallContext, role: str, scanner: PiiScanner | RuleScanner) -> list[int]:
+        """Indexes of `scanner`'s patterns that match `role`'s text in this call. One set scan
+        per role and call, shared by every step that asks (`CallContext.memo`)."""
+        index, spans = self._index
+        found: frozenset[int] = ctx.memo(
+            (id(self), role), lambda: frozenset(index.matching(ctx.role_texts.get(role, "")))
+        )
+        offset, count = spans[id(scanner)]
+        return sorted(i - offset for i in found if offset <= i < offset + count)
 
     def redactor(self) -> Callable[[str], tuple[str, list[str]]]:
         """Every PII type of pii.yaml redacted: for stored transcripts (a `Redactor`)."""

@@ -50,6 +50,8 @@ class _Bucket:
     ttl_s: float = 0.0
 
     def free_expired(self, now: float) -> None:
+        if not self.holds:
+            return
         for rid, (amount, deadline) in list(self.holds.items()):
             if deadline <= now:
                 del self.holds[rid]

@@ -91,7 +91,7 @@ def test_a_bad_pattern_file_is_refused_naming_the_file_and_rule(
 
 
 def test_pii_block_names_the_types_never_the_values(content: ContentPolicies) -> None:
-    check = PiiCheck(PiiSettings(mode="block"), content.pii)
+    check = PiiCheck(PiiSettings(mode="block"), content)
     body = chat(("user", f"charge {CARD} and mail {EMAIL}"))
     decision = decide(check, make_ctx(body=body))
     assert isinstance(decision, Deny)
@@ -102,7 +102,7 @@ def test_pii_block_names_the_types_never_the_values(content: ContentPolicies) ->
 
 
 def test_pii_clean_text_and_look_alikes_pass(content: ContentPolicies) -> None:
-    check = PiiCheck(PiiSettings(mode="block"), content.pii)
+    check = PiiCheck(PiiSettings(mode="block"), content)
     body = chat(
         ("user", "order 4111 1111 1111 1112, build 1234567890123, on 2026-09-06 at line 42"),
     )
@@ -140,7 +140,7 @@ def test_pii_patterns_find_and_redact_each_type(
 def test_pii_redact_rewrites_user_and_tool_text_and_keeps_the_system_prompt(
     content: ContentPolicies,
 ) -> None:
-    check = PiiCheck(PiiSettings(mode="redact"), content.pii)
+    check = PiiCheck(PiiSettings(mode="redact"), content)
     body = {
         "model": "fake-claude",
         "system": f"Escalate to {EMAIL}.",  # the operator's: not scanned
@@ -169,13 +169,13 @@ def test_pii_redact_rewrites_user_and_tool_text_and_keeps_the_system_prompt(
 
 
 def test_pii_types_and_roles_are_the_orgs_choice(content: ContentPolicies) -> None:
-    only_cards = PiiCheck(PiiSettings(mode="block", types=("card",)), content.pii)
+    only_cards = PiiCheck(PiiSettings(mode="block", types=("card",)), content)
     assert decide(only_cards, make_ctx(body=chat(("user", EMAIL)))) == Allow()
-    with_assistant = PiiCheck(PiiSettings(mode="block", roles=("assistant",)), content.pii)
+    with_assistant = PiiCheck(PiiSettings(mode="block", roles=("assistant",)), content)
     decision = decide(with_assistant, make_ctx(body=chat(("assistant", f"it is {EMAIL}"))))
     assert isinstance(decision, Deny) and decision.data["pii_types"] == ["email"]
     with pytest.raises(PolicyConfigError) as caught:
-        PiiCheck(PiiSettings(types=("passport",)), content.pii)
+        PiiCheck(PiiSettings(types=("passport",)), content)
     assert "unknown PII types ['passport']" in caught.value.message
 
 
@@ -228,7 +228,7 @@ def test_security_scan_reads_responses_tool_outputs_and_pii_reads_embeddings(
     decision = decide(_scored(SECURITY, content), make_ctx(endpoint="responses", body=body))
     assert isinstance(decision, Deny) and decision.data["roles"] == ["tool"]
     embed = {"model": "fake-embed", "input": ["fine", f"mail {EMAIL}"]}
-    check = PiiCheck(PiiSettings(mode="redact"), content.pii)
+    check = PiiCheck(PiiSettings(mode="redact"), content)
     redacted = decide(check, make_ctx(endpoint="embeddings", body=embed))
     assert isinstance(redacted, Allow) and redacted.body is not None
     assert redacted.body["input"] == ["fine", "mail [REDACTED:email]"]

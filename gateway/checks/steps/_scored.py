@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from .._base import ALLOW, Allow, CallContext, Decision, Deny
 from .._config import Plan, StepSettings, StepSpec
 from .._deps import ChainDeps
-from .._scan import ContentPolicies, Role, RuleHits, RuleScanner, joined
+from .._scan import ContentPolicies, Role, RuleHits, RuleScanner
 
 __all__ = ["Refusal", "ScoredCheck", "ScoredSettings", "scored_spec"]
 
@@ -45,9 +45,15 @@ class Refusal:
 
 class ScoredCheck:
     def __init__(
-        self, name: str, settings: ScoredSettings, scanner: RuleScanner, refusal: Refusal
+        self,
+        name: str,
+        settings: ScoredSettings,
+        content: ContentPolicies,
+        scanner: RuleScanner,
+        refusal: Refusal,
     ) -> None:
         self.name = name
+        self.content = content
         self.scanner = scanner
         self.block_at = settings.block_at
         self.flag_at = settings.flag_at
@@ -70,10 +76,9 @@ class ScoredCheck:
         )
 
     async def check(self, ctx: CallContext) -> Decision:
-        by_role: dict[str, str] = {
-            role: joined(t.text for t in ctx.texts if t.role == role) for role in self.roles
-        }
-        hits = self.scanner.scan(by_role)
+        hits = self.scanner.score(
+            {role: self.content.matches(ctx, role, self.scanner) for role in self.roles}
+        )
         if hits is None:
             return ALLOW
         if hits.score >= self.block_at:
@@ -87,6 +92,6 @@ def scored_spec(
     name: str, scanner: Callable[[ContentPolicies], RuleScanner], refusal: Refusal
 ) -> StepSpec[ScoredSettings]:
     def build(settings: ScoredSettings, _plan: Plan, deps: ChainDeps) -> ScoredCheck:
-        return ScoredCheck(name, settings, scanner(deps.content), refusal)
+        return ScoredCheck(name, settings, deps.content, scanner(deps.content), refusal)
 
     return StepSpec(name, ScoredSettings, build)

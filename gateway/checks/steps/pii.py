@@ -12,7 +12,7 @@ from .._base import ALLOW, Allow, CallContext, Decision, Deny
 from .._config import Plan, PolicyConfigError, StepSettings, StepSpec
 from .._content import rewrite_texts
 from .._deps import ChainDeps
-from .._scan import PiiScanner, Role, joined
+from .._scan import ContentPolicies, Role
 
 NAME = "pii"
 
@@ -29,21 +29,27 @@ class PiiSettings(StepSettings):
 class PiiCheck:
     name = NAME
 
-    def __init__(self, settings: PiiSettings, scanner: PiiScanner) -> None:
+    def __init__(self, settings: PiiSettings, content: ContentPolicies) -> None:
+        scanner = content.pii
         unknown = sorted(set(settings.types or ()) - scanner.types)
         if unknown:
             raise PolicyConfigError(
                 f"steps.pii.types: unknown PII types {unknown}; known: {sorted(scanner.types)}",
                 field="steps.pii.types",
             )
+        self.content = content
         self.scanner = scanner
         self.mode = settings.mode
         self.roles = frozenset(settings.roles)
         self.types = frozenset(settings.types) if settings.types is not None else scanner.types
 
     async def check(self, ctx: CallContext) -> Decision:
-        text = joined(t.text for t in ctx.texts if t.role in self.roles)
-        found = self.scanner.find(text, self.types)
+        found: set[str] = set()
+        for role in self.roles:
+            candidates = self.content.matches(ctx, role, self.scanner)
+            if candidates:
+                text = ctx.role_texts[role]
+                found |= self.scanner.find(text, self.types, candidates)
         if not found:
             return ALLOW
         kinds = sorted(found)
@@ -69,7 +75,7 @@ class PiiCheck:
 
 
 def _build(settings: PiiSettings, _plan: Plan, deps: ChainDeps) -> PiiCheck:
-    return PiiCheck(settings, deps.content.pii)
+    return PiiCheck(settings, deps.content)
 
 
 SPEC = StepSpec(NAME, PiiSettings, _build)

@@ -40,15 +40,18 @@ def _reset(seconds: float) -> str:
 
 
 def _headers(result: RateResult) -> dict[str, str]:
+    tightest: dict[str, RateState] = {}
+    for state in result.states:
+        kind = state.key.rpartition(":")[2]
+        best = tightest.get(kind)
+        if best is None or (state.remaining, -state.reset_s) < (best.remaining, -best.reset_s):
+            tightest[kind] = state
     out: dict[str, str] = {}
     for kind in ("requests", "tokens"):
-        states = [s for s in result.states if s.key.endswith(f":{kind}")]
-        if not states:
-            continue
-        tight: RateState = min(states, key=lambda s: (s.remaining, -s.reset_s))
-        out[f"x-ratelimit-limit-{kind}"] = str(tight.limit)
-        out[f"x-ratelimit-remaining-{kind}"] = str(tight.remaining)
-        out[f"x-ratelimit-reset-{kind}"] = _reset(tight.reset_s)
+        if (tight := tightest.get(kind)) is not None:
+            out[f"x-ratelimit-limit-{kind}"] = str(tight.limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(tight.remaining)
+            out[f"x-ratelimit-reset-{kind}"] = _reset(tight.reset_s)
     return out
 
 
@@ -78,10 +81,15 @@ class RateLimitCheck:
     def __init__(self, settings: RateLimitSettings, deps: ChainDeps) -> None:
         self.s = settings
         self.deps = deps
+        self._kept: dict[tuple[str, str | None, str | None], list[tuple[str, int, bool]]] = {}
 
-    def _limits(self, ctx: CallContext) -> list[RateLimit]:
-        s, out = self.s, []
+    def _keys(self, ctx: CallContext) -> list[tuple[str, int, bool]]:
+        """(counter key, limit, counts tokens) of this caller's limits; built once per caller."""
         runner = ctx.runner.id if ctx.runner else None
+        found = self._kept.get((ctx.org_id, ctx.key_id, runner))
+        if found is not None:
+            return found
+        s, found = self.s, []
         for who, entity, requests, tokens in (
             ("org", ctx.org_id, s.org_requests, s.org_tokens),
             ("key", ctx.key_id, s.key_requests, s.key_tokens),
@@ -90,11 +98,20 @@ class RateLimitCheck:
             if entity is None:
                 continue
             if requests is not None:
-                out.append(RateLimit(f"rate:{who}:{entity}:requests", requests, s.window_s, 1))
+                found.append((f"rate:{who}:{entity}:requests", requests, False))
             if tokens is not None:
-                cost = max(ctx.estimated_prompt_tokens, 1)
-                out.append(RateLimit(f"rate:{who}:{entity}:tokens", tokens, s.window_s, cost))
-        return out
+                found.append((f"rate:{who}:{entity}:tokens", tokens, True))
+        if len(self._kept) >= 10_000:
+            self._kept.clear()
+        self._kept[(ctx.org_id, ctx.key_id, runner)] = found
+        return found
+
+    def _limits(self, ctx: CallContext) -> list[RateLimit]:
+        window, tokens = self.s.window_s, max(ctx.estimated_prompt_tokens, 1)
+        return [
+            RateLimit(key, limit, window, tokens if counts_tokens else 1)
+            for key, limit, counts_tokens in self._keys(ctx)
+        ]
 
     async def check(self, ctx: CallContext) -> Decision:
         limits = self._limits(ctx)

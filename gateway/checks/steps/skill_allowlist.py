@@ -52,14 +52,24 @@ class SkillAllowlistCheck:
         if settings.allow is not None:
             self.lists.append(settings.allow)
         self.mode = settings.mode
+        self._verdicts: dict[tuple[str, tuple[str, ...] | None], bool] = {}
+
+    def _allowed(self, tool: str, key_skills: tuple[str, ...] | None) -> bool:
+        """Whether every list allows `tool`; kept, as an agent offers the same tools on every
+        call (bounded: forgotten past 10,000 tool/key pairs)."""
+        verdict = self._verdicts.get((tool, key_skills))
+        if verdict is None:
+            lists = self.lists if key_skills is None else [*self.lists, key_skills]
+            verdict = all(matches_any((tool,), p) for p in lists)
+            if len(self._verdicts) >= 10_000:
+                self._verdicts.clear()
+            self._verdicts[(tool, key_skills)] = verdict
+        return verdict
 
     async def check(self, ctx: CallContext) -> Decision:
         if not ctx.tools:
             return ALLOW
-        lists = self.lists if ctx.key_skills is None else [*self.lists, ctx.key_skills]
-        forbidden = sorted(
-            {t for t in ctx.tools if not all(matches_any((t,), p) for p in lists)}
-        )
+        forbidden = sorted({t for t in ctx.tools if not self._allowed(t, ctx.key_skills)})
         if not forbidden:
             return ALLOW
         if self.mode == "strip":
