@@ -451,24 +451,15 @@ def audit_verify(path: str | None, cp_path: str | None, url: str) -> None:
 def _verify_file(path: Path, cp_path: Path | None) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from paddock_core import AuditRow, ChainVerifier, check_checkpoints
+    from paddock_core import check_checkpoints, verify_export
 
-    verifier = ChainVerifier()
-    hashes: dict[int, str] = {}
-    org_id = ""
-    with path.open() as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = AuditRow.from_json(json.loads(line))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise click.ClickException(f"{path}:{number}: not an audit event: {exc}") from exc
-            org_id = row.org_id
-            if not verifier.feed(row):
-                break
-            hashes[row.seq] = row.hash
-    report: dict[str, Any] = asdict(verifier.report())
+    with path.open("rb") as lines:
+        try:
+            found = verify_export(lines)
+        except ValueError as exc:
+            raise click.ClickException(f"{path}: {exc}") from exc
+    hashes, org_id = found.hashes, found.org_id
+    report: dict[str, Any] = asdict(found.verifier.report())
     if cp_path is not None:
         doc = json.loads(cp_path.read_text())
         checked, problem = check_checkpoints(

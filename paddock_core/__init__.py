@@ -17,6 +17,7 @@ from ._approvals import (
 from ._audit import (
     GENESIS_HASH,
     AuditRow,
+    ChainLink,
     ChainVerifier,
     VerifyReport,
     canonical_bytes,
@@ -76,6 +77,7 @@ from ._store import (
 from ._tenancy import ApiKeyRecord, OrgRecord, Role, TeamRecord, UserRecord
 from ._tokens import derive_secret, hash_token, key_fingerprint, mint_token
 from ._transcripts import Redactor, TranscriptSettings, make_entry, transcript_settings
+from ._verify import ExportCheck, export_line, verify_export, verify_stored_chain
 
 __all__ = [
     "APPROVAL_STATUSES",
@@ -89,7 +91,9 @@ __all__ = [
     "AuditCheckpoint",
     "AuditQuery",
     "AuditRow",
+    "ChainLink",
     "ChainVerifier",
+    "ExportCheck",
     "CheckpointSigner",
     "AuditEvent",
     "AuthenticationError",
@@ -166,7 +170,10 @@ __all__ = [
     "open_store",
     "utcnow",
     "verify_chain",
+    "verify_export",
+    "verify_stored_chain",
     "check_checkpoints",
+    "export_line",
     "verify_checkpoint_signature",
 ]
 

@@ -22,11 +22,13 @@ from ._records import AuditEvent
 __all__ = [
     "GENESIS_HASH",
     "AuditRow",
+    "ChainLink",
     "ChainVerifier",
     "VerifyReport",
     "canonical_bytes",
     "canonical_data",
     "chain_hash",
+    "chain_links",
     "format_time",
     "link",
     "verify_chain",
@@ -109,6 +111,17 @@ def link(event: AuditEvent, seq: int, prev_hash: str) -> tuple[AuditEvent, Audit
     linked = event.model_copy(update={"seq": seq, "prev_hash": prev_hash, "hash": digest})
     row = AuditRow(org_id, seq, time, actor, type_, runner_id, session_id, data, prev_hash, digest)
     return linked, row
+
+
+ChainLink = tuple[int, str, str, bytes]
+"""(seq, prev_hash, hash, the canonical bytes the hash covers): one record as verification
+reads it. A store may build the bytes itself (SQLite does, in SQL); `ChainVerifier.recheck`
+confirms a mismatch with this module's own encoding before it counts as a break."""
+
+
+def chain_links(rows: Iterable[AuditRow]) -> list[ChainLink]:
+    """Rows as verification reads them, encoded here."""
+    return [(r.seq, r.prev_hash, r.hash, _encode(*r[:9])) for r in rows]
 
 
 class AuditRow(NamedTuple):
@@ -198,23 +211,35 @@ class ChainVerifier:
 
     def feed(self, row: AuditRow) -> bool:
         """False once the chain is broken (further rows are not checked)."""
+        return self.feed_link(row.seq, row.prev_hash, row.hash, _encode(*row[:9]))
+
+    def feed_link(self, seq: int, prev_hash: str, hash_: str, canonical: bytes) -> bool:
+        """`feed`, for a record whose canonical bytes are already built (`ChainLink`)."""
         if self.broken is not None:
             return False
         expected = self.head_seq + 1
-        if row.seq != expected:
-            problem = "missing_record" if row.seq > expected else "out_of_order"
-            self.broken = (expected, problem, f"found seq {row.seq} where {expected} belongs")
+        if seq != expected:
+            problem = "missing_record" if seq > expected else "out_of_order"
+            self.broken = (expected, problem, f"found seq {seq} where {expected} belongs")
             return False
-        if row.prev_hash != self.head_hash:
-            self.broken = (row.seq, "broken_link", "prev_hash does not match the record before")
+        if prev_hash != self.head_hash:
+            self.broken = (seq, "broken_link", "prev_hash does not match the record before")
             return False
-        digest = hashlib.sha256(_encode(*row[:9])).hexdigest()
-        if digest != row.hash:
-            self.broken = (row.seq, "hash_mismatch", "the record's content does not match its hash")
+        if hashlib.sha256(canonical).hexdigest() != hash_:
+            self.broken = (seq, "hash_mismatch", "the record's content does not match its hash")
             return False
         self.checked += 1
-        self.head_seq, self.head_hash = row.seq, row.hash
+        self.head_seq, self.head_hash = seq, hash_
         return True
+
+    def recheck(self, row: AuditRow) -> bool:
+        """After a `hash_mismatch` found on bytes a store built: check `row` (the same record)
+        with this module's encoding, the reference. True when it holds after all (the chain
+        goes on); False when the break stands."""
+        if self.broken is None or self.broken[:2] != (row.seq, "hash_mismatch"):
+            return False
+        self.broken = None
+        return self.feed(row)
 
     def report(self) -> VerifyReport:
         if self.broken is None:

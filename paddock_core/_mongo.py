@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
@@ -48,7 +48,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from ._audit import GENESIS_HASH, AuditRow, format_time, link
+from ._audit import GENESIS_HASH, AuditRow, ChainLink, chain_links, format_time, link
 from ._errors import NotFoundError, StoreError, VersionConflictError
 from ._records import (
     AuditEvent,
@@ -89,6 +89,7 @@ _ATTEMPTS = 10
 _BACKOFF_S = 0.005
 """First pause between tries, seconds; doubled each try, capped at 0.25 s, jittered."""
 _NO_ID = {"_id": 0}
+_CHAIN_PAGE = 10_000
 _BY_ID = [("_id", ASCENDING)]
 """Insertion order: ObjectIds grow within a process (and by the second across processes)."""
 _INDEXES = {  # "a,b" is a compound index, "!" a unique one
@@ -439,6 +440,18 @@ class MongoStore:
             query["time"] = window
         docs = await self._find("audit_events", query, [("seq", ASCENDING)], max(q.limit, 0))
         return [AuditRow(*(d[f] for f in AuditRow._fields)) for d in docs]
+
+    async def audit_chain(
+        self, org_id: str, *, after_seq: int = 0
+    ) -> AsyncGenerator[list[ChainLink], None]:
+        head, _ = await self.audit_head(org_id)
+        while after_seq < head:
+            rows = await self.audit_rows(org_id, after_seq=after_seq, limit=_CHAIN_PAGE)
+            rows = [r for r in rows if r.seq <= head]
+            if not rows:
+                return
+            yield chain_links(rows)
+            after_seq = rows[-1].seq
 
     async def audit_head(self, org_id: str) -> tuple[int, str]:
         try:

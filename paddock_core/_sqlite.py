@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._audit import GENESIS_HASH, AuditRow, format_time, link
+from ._audit import GENESIS_HASH, AuditRow, ChainLink, chain_links, format_time, link
 from ._errors import NotFoundError, StoreError, VersionConflictError
 from ._records import (
     AuditEvent,
@@ -33,6 +33,7 @@ from ._records import (
     TranscriptEntry,
     utcnow,
 )
+from ._sqlite_chain import PAGE, ChainReader
 from ._store import (
     AppendAudit,
     AppendCheckpoint,
@@ -124,6 +125,7 @@ class SqliteStore:
         # thread and the GIL. It never waits for a lock (busy_timeout 0): a busy database
         # sends the read to the read thread instead.
         self._lookup_conn: sqlite3.Connection | None = None
+        self._chain = ChainReader(path) if str(path) != ":memory:" else None
         self._pending: list[tuple[list[Operation], asyncio.Future[BatchResult]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -172,6 +174,8 @@ class SqliteStore:
         if self._lookup_conn is not None:
             self._lookup_conn.close()
             self._lookup_conn = None
+        if self._chain is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._chain.close)
         if self._read_executor is not None:
             if self._read_conn is not None:
                 loop = asyncio.get_running_loop()
@@ -584,6 +588,22 @@ class SqliteStore:
             args.append(format_time(q.until))
         rows = await self._fetch(sql + " ORDER BY seq LIMIT ?", (*args, q.limit))
         return [AuditRow(*r) for r in rows]
+
+    async def audit_chain(
+        self, org_id: str, *, after_seq: int = 0
+    ) -> AsyncGenerator[list[ChainLink], None]:
+        head, _ = await self.audit_head(org_id)
+        if self._chain is not None:
+            async for page in self._chain.pages(org_id, after_seq, head):
+                yield page
+            return
+        while after_seq < head:  # in memory: one connection, the Python encoding
+            rows = await self.audit_rows(org_id, after_seq=after_seq, limit=PAGE)
+            rows = [r for r in rows if r.seq <= head]
+            if not rows:
+                return
+            yield chain_links(rows)
+            after_seq = rows[-1].seq
 
     async def audit_head(self, org_id: str) -> tuple[int, str]:
         return await self._run(self._head_sync, org_id)

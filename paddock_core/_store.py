@@ -8,14 +8,14 @@ state change and its audit record are durable together before the caller answers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from ._audit import AuditRow
+from ._audit import AuditRow, ChainLink
 from ._errors import VersionConflictError
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, TranscriptEntry
 
@@ -235,7 +235,14 @@ class Store(Protocol):
         ...
 
     async def audit_rows(self, org_id: str, *, after_seq: int, limit: int) -> list[AuditRow]:
-        """Raw events in seq order, as stored (for fast verification and export)."""
+        """Raw events in seq order, as stored (for export)."""
+        ...
+
+    def audit_chain(
+        self, org_id: str, *, after_seq: int = 0
+    ) -> AsyncGenerator[list[ChainLink], None]:
+        """The org's chain after `after_seq`, up to its head when called, in seq order and in
+        pages: what verification reads (`ChainVerifier.feed_link`)."""
         ...
 
     async def audit_head(self, org_id: str) -> tuple[int, str]:

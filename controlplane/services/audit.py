@@ -5,7 +5,7 @@ No FastAPI imports. Nothing here updates or deletes an event: the store offers n
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -19,13 +19,14 @@ from paddock_core import (
     AuditCheckpoint,
     AuditEvent,
     AuditQuery,
-    ChainVerifier,
     CheckpointSigner,
     LlmCallRecord,
     Store,
     VerifyReport,
     check_checkpoints,
+    export_line,
     utcnow,
+    verify_stored_chain,
 )
 
 from .runners import Principal
@@ -36,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 SpendGroup = Literal["call", "session", "runner", "org", "team", "key", "user", "model", "day"]
 SPEND_GROUPS: tuple[str, ...] = SpendGroup.__args__  # type: ignore[attr-defined]
-_PAGE = 10_000
 
 
 @dataclass(frozen=True)
@@ -72,38 +72,18 @@ class AuditService:
         return await self._store.list_audit(who.org_id, query=query)
 
     async def export(self, who: Principal) -> AsyncIterator[bytes]:
-        """The org's whole chain as JSONL, one event per line, in seq order."""
-        after = 0
-        while True:
-            rows = await self._store.audit_rows(who.org_id, after_seq=after, limit=_PAGE)
-            if not rows:
-                return
-            lines = []
-            for row in rows:
-                body = row._asdict()
-                body["data"] = json.loads(row.data)
-                lines.append(json.dumps(body, ensure_ascii=False, separators=(",", ":")))
-            yield ("\n".join(lines) + "\n").encode()
-            after = rows[-1].seq
+        """The org's whole chain (up to its head now) as JSONL, one event per line, in seq
+        order; each line is the event's canonical encoding with its hash (`export_line`)."""
+        async with contextlib.aclosing(self._store.audit_chain(who.org_id)) as pages:
+            async for page in pages:
+                yield b"".join([export_line(link) + b"\n" for link in page])
 
     async def verify(self, who: Principal) -> VerifyResult:
         return await self.verify_org(who.org_id)
 
     async def verify_org(self, org_id: str) -> VerifyResult:
         checkpoints = {c.seq: c for c in await self._store.list_checkpoints(org_id)}
-        verifier = ChainVerifier()
-        seen: dict[int, str] = {}
-        after = 0
-        while True:
-            rows = await self._store.audit_rows(org_id, after_seq=after, limit=_PAGE)
-            for row in rows:
-                if not verifier.feed(row):
-                    break
-                if row.seq in checkpoints:
-                    seen[row.seq] = row.hash
-            if not rows or verifier.broken is not None:
-                break
-            after = rows[-1].seq
+        verifier, seen = await verify_stored_chain(self._store, org_id, hashes_at=checkpoints)
         _, problem = check_checkpoints(
             self._signer.public_key,
             org_id,
