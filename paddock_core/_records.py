@@ -67,6 +67,8 @@ class RunnerRecord(_Record):
     pool: str | None = None
     """The warm pool it was made for (`image/profile/sandbox`), while pooled and after a claim."""
     claimed_at: datetime | None = None
+    api: str = "openai-completions"
+    """The API the agent speaks to the gateway: `openai-completions` or `anthropic-messages`."""
 
 
 class SessionRecord(_Record):

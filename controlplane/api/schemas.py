@@ -34,6 +34,10 @@ class RunnerCreate(_In):
     ttl_s: float | None = Field(
         None, gt=0, description="maximum lifetime, seconds (capped by the plane's runner_ttl_s)"
     )
+    api: Literal["openai-completions", "anthropic-messages"] = Field(
+        "openai-completions",
+        description="the API the agent speaks to the gateway (OpenClaw image)",
+    )
 
 
 class SessionCreate(_In):
@@ -67,6 +71,7 @@ class RunnerPublic(BaseModel):
     last_active_at: datetime | None
     pool: str | None
     """The warm pool it was claimed from, if any."""
+    api: str
 
     @classmethod
     def of(cls, r: RunnerRecord) -> RunnerPublic:
@@ -93,6 +98,7 @@ class RunnerPublic(BaseModel):
                     "expires_at",
                     "last_active_at",
                     "pool",
+                    "api",
                 }
             ),
             failure=failure,

@@ -21,13 +21,19 @@ from typing import Any
 
 from paddock_core import Profile
 
-__all__ = ["encode_config", "render_openclaw_config"]
+__all__ = ["AGENT_APIS", "DEFAULT_API", "encode_config", "render_openclaw_config"]
+
+AGENT_APIS = ("openai-completions", "anthropic-messages")
+"""The gateway APIs an OpenClaw runner can be configured with (OpenClaw's `api` names): OpenAI
+chat completions, or Anthropic messages (sent to the same base URL: OpenClaw posts to
+`{baseUrl}/messages` when it ends in /v1, as the gateway's does, with the token as x-api-key)."""
+DEFAULT_API = AGENT_APIS[0]
 
 _EXEC_MODE = {"deny": "deny", "allowlist": "allowlist", "full": "full"}
 
 
 def render_openclaw_config(
-    profile: Profile, *, model: str, max_tokens: int = 4096
+    profile: Profile, *, model: str, max_tokens: int = 4096, api: str = DEFAULT_API
 ) -> dict[str, Any]:
     tools: dict[str, Any] = {
         "profile": profile.openclaw.tools_profile,
@@ -52,7 +58,7 @@ def render_openclaw_config(
                 "paddock": {
                     "baseUrl": "${PADDOCK_GATEWAY_URL}",
                     "apiKey": "${PADDOCK_RUNNER_TOKEN}",
-                    "api": "openai-completions",
+                    "api": api,
                     "models": [
                         {
                             "id": model,

@@ -13,7 +13,7 @@ from paddock_core import InvalidRequestError, Policies, Profile, SandboxLevel
 
 from ..backends import RunnerBackend
 from ..settings import ControlPlaneSettings
-from .agent_config import encode_config, render_openclaw_config
+from .agent_config import AGENT_APIS, DEFAULT_API, encode_config, render_openclaw_config
 
 __all__ = ["POOLED_MODEL", "RunnerPlan", "RunnerRequest", "plan"]
 
@@ -30,6 +30,8 @@ class RunnerRequest:
     model: str | None = None
     ttl_s: float | None = None
     """Maximum lifetime in seconds; the plane's `runner_ttl_s` caps it."""
+    api: str = DEFAULT_API
+    """The API the agent speaks to the gateway (`AGENT_APIS`)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class RunnerPlan:
     model: str
     budget_usd: float | None
     ttl_s: float | None
+    api: str = DEFAULT_API
 
     @property
     def pool_key(self) -> str:
@@ -66,7 +69,7 @@ class RunnerPlan:
         }
 
     def env(self, runner_id: str, *, token: str, agent_token: str) -> dict[str, str]:
-        config = render_openclaw_config(self.profile, model=self.model)
+        config = render_openclaw_config(self.profile, model=self.model, api=self.api)
         return {
             **self.base_env(runner_id),
             "PADDOCK_RUNNER_TOKEN": token,
@@ -100,6 +103,15 @@ def plan(
             f"unknown image {image_kind!r}; expected one of {sorted(settings.images)}",
             field="image",
         )
+    if req.api not in AGENT_APIS:
+        raise InvalidRequestError(
+            f"unknown api {req.api!r}; expected one of {list(AGENT_APIS)}", field="api"
+        )
+    if req.api != DEFAULT_API and image_kind != "openclaw":
+        # The probe image speaks one API; refused rather than silently ignored.
+        raise InvalidRequestError(
+            f"the {image_kind!r} image speaks {DEFAULT_API} only", field="api"
+        )
     model = req.model or settings.default_model
     if model not in policies.prices and not any(
         model.startswith(p) for spec in policies.providers.values() for p in spec.model_prefixes
@@ -116,4 +128,5 @@ def plan(
         model=model,
         budget_usd=req.budget_usd,
         ttl_s=ttl,
+        api=req.api,
     )

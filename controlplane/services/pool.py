@@ -40,6 +40,7 @@ from paddock_core import (
 from ..backends import RunnerSpec, SupportsPool
 from ..domain import RunnerState
 from ..settings import ControlPlaneSettings
+from .agent_config import DEFAULT_API
 from .plan import RunnerPlan, RunnerRequest
 from .runners import Principal, RunnerService, created_event
 
@@ -99,8 +100,8 @@ class WarmPool:
 
     async def claim(self, who: Principal, p: RunnerPlan, key: str | None) -> RunnerRecord | None:
         """A pooled runner bound to `who`, or None when its pool is empty (or there is none)."""
-        if p.pool_key not in self._sizes:
-            return None
+        if p.pool_key not in self._sizes or p.api != DEFAULT_API:
+            return None  # pooled runners are configured with the default API
         token = mint_token("prt")
         async with self._claim_lock:
             runner = await self._bind(who, p, key, token)

@@ -200,6 +200,7 @@ class RunnerService:
             last_active_at=now,
             idempotency_key=key,
             pool=pool,
+            api=p.api,
         )
         created = created_event(runner, who, **({"pool": pool} if pool else {}))
         # Reserved before the record exists, so no reconcile pass takes it for interrupted.

@@ -22,6 +22,8 @@ def assert_nothing_created(api: httpx.Client) -> None:
         ({"profile": "minimal", "image": "ubuntu:latest"}, 422, "image"),
         ({"profile": "minimal", "model": "no-such-model"}, 422, "model"),
         ({"profile": "minimal", "privileged": True}, 422, "privileged"),
+        ({"profile": "minimal", "api": "grpc"}, 422, "api"),
+        ({"profile": "minimal", "image": "probe", "api": "anthropic-messages"}, 422, "api"),
         ({}, 422, "profile"),
         ([], 422, "body"),
     ],

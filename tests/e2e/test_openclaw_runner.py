@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -64,6 +66,40 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
 
     assert api.delete(f"/v1/runners/{rid}").status_code == 204
     assert labelled(stack.docker, stack.controlplane_id) == ([], [])
+
+
+def test_openclaw_runner_speaking_anthropic_messages(stack: Stack) -> None:
+    """The same agent configured with OpenClaw's `anthropic-messages` API: its calls reach the
+    gateway's Anthropic endpoint (x-api-key, /v1/messages) and are costed like any other."""
+    require_image(stack.docker, OPENCLAW_IMAGE)
+    api = stack.api
+    created = api.post(
+        "/v1/runners",
+        json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0,
+              "api": "anthropic-messages"},
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    assert created.json()["api"] == "anthropic-messages"
+    rid = created.json()["id"]
+    wait_ready(api, rid, timeout_s=240)
+    config = json.loads(base64.b64decode(runner_env(stack, rid)["PADDOCK_AGENT_CONFIG"]))
+    assert config["models"]["providers"]["paddock"]["api"] == "anthropic-messages"
+
+    sid = api.post(f"/v1/runners/{rid}/sessions", json={"budget_usd": 0.5}).json()["id"]
+    reply = api.post(
+        f"/v1/sessions/{sid}/messages", json={"content": "ECHO:anthropic42", "stream": False}
+    )
+    assert reply.status_code == 200, reply.text
+    assert "ECHO:anthropic42" in reply.json()["reply"]
+
+    spend = api.get(f"/v1/sessions/{sid}/spend").json()
+    assert spend["totals"]["calls"] >= 1 and spend["totals"]["cost_usd"] > 0
+    assert spend["totals"]["prompt_tokens"] > 1000  # OpenClaw's system prompt, counted
+    calls = [e for e in api.get(f"/v1/runners/{rid}/events").json()["events"]
+             if e["type"] == "llm.call"]  # fmt: skip
+    assert calls and all(c["data"]["endpoint"] == "messages" for c in calls)
+    assert all(c["data"]["status"] == 200 for c in calls)
+    assert api.delete(f"/v1/runners/{rid}").status_code == 204
 
 
 def test_openclaw_warm_pool_claim(make_stack: Callable[..., AbstractContextManager[Stack]]) -> None:

@@ -25,7 +25,7 @@ async def create_runner(
     ] = None,
 ) -> RunnerPublic:
     request = RunnerRequest(
-        body.profile, body.sandbox, body.budget_usd, body.image, body.model, body.ttl_s
+        body.profile, body.sandbox, body.budget_usd, body.image, body.model, body.ttl_s, body.api
     )
     runner, replayed = await runners.create(who, request, idempotency_key=idempotency_key)
     if replayed:
