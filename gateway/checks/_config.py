@@ -154,6 +154,7 @@ class ChainPolicy:
         self._plans = plans_file
         self._source = source
         self._built: dict[str, PolicyChain] = {}
+        self._last: dict[tuple[str, str | None], tuple[object, PolicyChain]] = {}
         for name in chain_file.order:
             if name not in self._specs:
                 raise PolicyConfigError(
@@ -244,11 +245,14 @@ class ChainPolicy:
         plan_name: str | None = None,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> PolicyChain:
-        key = json.dumps(
-            [org_id in self._file.orgs and org_id, plan_name, overrides or {}],
-            sort_keys=True,
-            default=str,
-        )
+        # The org's settings object is the same one on every call until it is read again
+        # (gateway._orgs keeps it for a few seconds): the same object is the same chain,
+        # found without encoding the overrides.
+        scope = (org_id if org_id in self._file.orgs else "", plan_name)
+        last = self._last.get(scope)
+        if last is not None and last[0] is overrides:
+            return last[1]
+        key = json.dumps([scope, overrides or {}], sort_keys=True, default=str)
         chain = self._built.get(key)
         if chain is None:
             plan, steps = self.resolve(org_id, plan_name, overrides or {})
@@ -259,4 +263,7 @@ class ChainPolicy:
             checks = [spec.build(settings, plan, deps) for spec, settings in steps]
             chain = PolicyChain(checks, version=f"{plan.name}:{digest}")
             self._built[key] = chain
+        if len(self._last) >= 10_000:
+            self._last.clear()
+        self._last[scope] = (overrides, chain)  # held: its id cannot be reused meanwhile
         return chain
