@@ -2,7 +2,10 @@
 
 The token is the runner's only credential: the proxy accepts it only from the address the
 backend gave that runner, and only while the runner is ready or running (read fresh from the
-store on every request, so a stop takes effect on the next one).
+store on every request, so a stop takes effect on the next one). A runner whose backend gives
+it no fixed address (E2B: a microVM behind E2B's own network) is marked so in its reference
+(`egress_auth: credentials`) and is known by its credentials alone; there, E2B's per-host
+header rule carries them, so they are never in the VM (see controlplane/backends/e2b_policy).
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from paddock_core import (
     utcnow,
 )
 
-__all__ = ["DecisionLog", "RunnerDirectory", "SERVING_STATES"]
+__all__ = ["EGRESS_AUTH", "DecisionLog", "RunnerDirectory", "SERVING_STATES"]
 
 logger = logging.getLogger(__name__)
 
 SERVING_STATES = frozenset({"ready", "running"})
+EGRESS_AUTH = "egress_auth"
+"""Key of a runner's backend reference: `credentials` when no source address can be checked."""
 _TOKEN_PREFIX = "prt_"
 
 
@@ -60,7 +65,8 @@ class RunnerDirectory:
                 reason="runner_not_live",
             )
         bound = runner.backend_ref.get("address")
-        if not bound or bound != source:
+        by_credentials = runner.backend_ref.get(EGRESS_AUTH) == "credentials"
+        if (bound and bound != source) or (not bound and not by_credentials):
             raise AuthenticationError(
                 f"runner {runner.id}'s token used from {source}", reason="wrong_source"
             )

@@ -194,6 +194,8 @@ class E2BBackend:
             "traffic_token": sandbox.traffic_access_token,
             "pid": pid,
             "enforced": plan.enforced,
+            # No fixed source address: the egress proxy knows this runner by its credentials.
+            "egress_auth": "credentials",
         }
 
     async def _create(

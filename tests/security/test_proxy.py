@@ -77,7 +77,8 @@ async def _exchange(port: int, request: bytes, then: bytes = b"") -> tuple[bytes
 
 
 def _run(test: Callable[[Store, EgressProxy, int, dict[str, Any]], Awaitable[None]], tmp: Path,
-         *, address: str = "127.0.0.1", state: str = "ready") -> None:  # fmt: skip
+         *, address: str = "127.0.0.1", state: str = "ready",
+         ref: dict[str, Any] | None = None, backend: str = "docker") -> None:  # fmt: skip
     async def main() -> None:
         store = open_store(f"sqlite:///{tmp / 'paddock.db'}")
         await store.open()
@@ -93,8 +94,8 @@ def _run(test: Callable[[Store, EgressProxy, int, dict[str, Any]], Awaitable[Non
             model="fake-gpt",
             budget_usd=None,
             token_hash=hash_token(token),
-            backend="docker",
-            backend_ref={"address": address},
+            backend=backend,
+            backend_ref={"address": address} if ref is None else ref,
             egress={"allow": ["allowed.test", "*.wild.test"], "private_ranges": ["127.0.0.0/8"]},
         )
         await store.apply([InsertRunner(runner)])
@@ -226,3 +227,40 @@ def test_token_only_from_its_address_while_live(
         assert not c["seen"]
 
     _run(test, tmp_path, address=address, state=state)
+
+
+@pytest.mark.parametrize(("ref", "allowed"), [
+    ({"sandbox_id": "sbx_1", "egress_auth": "credentials"}, True),
+    ({"sandbox_id": "sbx_1"}, False),  # no address and not marked: never by credentials alone
+])  # fmt: skip
+def test_a_runner_without_an_address_is_known_by_its_credentials_when_marked(
+    tmp_path: Path, ref: dict[str, Any], allowed: bool
+) -> None:
+    """An E2B runner has no fixed source address: marked `egress_auth: credentials`, its
+    credentials alone identify it, and its own rules still apply; wrong ones are refused."""
+
+    async def test(store: Store, proxy: EgressProxy, port: int, c: dict[str, Any]) -> None:
+        auth = _auth("rn_proxytest", c["token"])
+        head, _ = await _exchange(
+            port, f"CONNECT allowed.test:{c['up']} HTTP/1.1\r\n{auth}\r\n".encode()
+        )
+        if not allowed:
+            assert head.startswith(b"HTTP/1.1 407") and b"auth:wrong_source" in head
+            return
+        assert head.startswith(b"HTTP/1.1 200")
+        head, _ = await _exchange(
+            port, f"CONNECT other.test:{c['up']} HTTP/1.1\r\n{auth}\r\n".encode()
+        )
+        assert head.startswith(b"HTTP/1.1 403"), head  # not on its allowlist
+        wrong = _auth("rn_proxytest", mint_token("prt"))
+        head, _ = await _exchange(
+            port, f"CONNECT allowed.test:{c['up']} HTTP/1.1\r\n{wrong}\r\n".encode()
+        )
+        assert head.startswith(b"HTTP/1.1 407")
+        # Both decisions about this runner are in its audit trail, with their rules.
+        assert [d["rule"] for d in await _decisions(store)] == [
+            "allow allowed.test",
+            "no_allow_rule",
+        ]
+
+    _run(test, tmp_path, ref=ref, backend="e2b")
