@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -29,6 +29,7 @@ __all__ = [
     "canonical_data",
     "chain_hash",
     "chain_links",
+    "links_of_rows",
     "format_time",
     "link",
     "verify_chain",
@@ -122,6 +123,18 @@ confirms a mismatch with this module's own encoding before it counts as a break.
 def chain_links(rows: Iterable[AuditRow]) -> list[ChainLink]:
     """Rows as verification reads them, encoded here."""
     return [(r.seq, r.prev_hash, r.hash, _encode(*r[:9])) for r in rows]
+
+
+async def links_of_rows(
+    read: Callable[[int], Awaitable[list[AuditRow]]], after_seq: int, head: int
+) -> AsyncGenerator[list[ChainLink], None]:
+    """`audit_chain` for a store that reads whole rows (`read(after_seq)`: the next page)."""
+    while after_seq < head:
+        rows = [r for r in await read(after_seq) if r.seq <= head]
+        if not rows:
+            return
+        yield chain_links(rows)
+        after_seq = rows[-1].seq
 
 
 class AuditRow(NamedTuple):

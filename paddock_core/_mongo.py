@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
@@ -48,7 +48,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from ._audit import GENESIS_HASH, AuditRow, ChainLink, chain_links, format_time, link
+from ._audit import GENESIS_HASH, AuditRow, ChainLink, format_time, link, links_of_rows
 from ._errors import NotFoundError, StoreError, VersionConflictError
 from ._records import (
     AuditEvent,
@@ -445,13 +445,12 @@ class MongoStore:
         self, org_id: str, *, after_seq: int = 0
     ) -> AsyncGenerator[list[ChainLink], None]:
         head, _ = await self.audit_head(org_id)
-        while after_seq < head:
-            rows = await self.audit_rows(org_id, after_seq=after_seq, limit=_CHAIN_PAGE)
-            rows = [r for r in rows if r.seq <= head]
-            if not rows:
-                return
-            yield chain_links(rows)
-            after_seq = rows[-1].seq
+
+        def read(after: int) -> Awaitable[list[AuditRow]]:
+            return self.audit_rows(org_id, after_seq=after, limit=_CHAIN_PAGE)
+
+        async for page in links_of_rows(read, after_seq, head):
+            yield page
 
     async def audit_head(self, org_id: str) -> tuple[int, str]:
         try:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ._audit import AuditRow, ChainLink, chain_links, format_time
+from ._audit import AuditRow, ChainLink, format_time, links_of_rows
 from ._errors import StoreError
 from ._records import AuditEvent, LlmCallRecord, RunnerRecord, SessionRecord, TranscriptEntry
 from ._sqlite_chain import PAGE, ChainReader
@@ -207,13 +207,12 @@ class SqliteReads:
             async for page in self._chain.pages(org_id, after_seq, head):
                 yield page
             return
-        while after_seq < head:  # in memory: one connection, the Python encoding
-            rows = await self.audit_rows(org_id, after_seq=after_seq, limit=PAGE)
-            rows = [r for r in rows if r.seq <= head]
-            if not rows:
-                return
-            yield chain_links(rows)
-            after_seq = rows[-1].seq
+
+        def read(after: int) -> Awaitable[list[AuditRow]]:  # in memory: the one connection
+            return self.audit_rows(org_id, after_seq=after, limit=PAGE)
+
+        async for page in links_of_rows(read, after_seq, head):
+            yield page
 
     async def list_checkpoints(self, org_id: str) -> list[AuditCheckpoint]:
         rows = await self._fetch(
