@@ -155,6 +155,8 @@ class SupportsPause(Protocol):
 class SupportsPool(Protocol):
     """A backend whose runners can start without secrets and be claimed later
     (`capabilities.pool`): `claim_env` is the environment the control plane pushes to the
-    agent at claim (the spec's env, plus what the backend derives from it, e.g. the proxy)."""
+    agent at claim (the spec's env, plus what the backend derives from it, e.g. the proxy),
+    once the backend has made ready what the claim needs outside the runner (E2B: the header
+    rule that carries the new token)."""
 
-    def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]: ...
+    async def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]: ...

@@ -181,7 +181,7 @@ class DockerBackend:
             "gateway_url": gateway_url,
         }
 
-    def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]:
+    async def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]:
         """What a claimed pooled runner is handed: its secrets and the proxy built from them."""
         return self._environment(spec, ref["gateway_ip"], ref["gateway_url"])
 

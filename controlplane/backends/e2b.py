@@ -42,7 +42,7 @@ from e2b import (
 )
 from e2b.connection_config import ApiParams
 from e2b.exceptions import NotFoundException
-from e2b.sandbox.sandbox_api import SandboxNetworkOpts
+from e2b.sandbox.sandbox_api import SandboxNetworkOpts, SandboxNetworkUpdate
 
 from paddock_core import BackendError
 
@@ -144,8 +144,27 @@ class E2BBackend:
     @property
     def capabilities(self) -> BackendCapabilities:
         return BackendCapabilities(
-            sandboxes=frozenset({MICROVM}), pause=True, networks=self._policy.networks
+            sandboxes=frozenset({MICROVM}), pause=True, pool=True, networks=self._policy.networks
         )
+
+    async def claim_env(self, spec: RunnerSpec, ref: dict[str, Any]) -> dict[str, str]:
+        """A claimed pooled sandbox: E2B's network rules are replaced by the claimed runner's
+        (its token in the gateway's header rule, its proxy credentials), then the agent is
+        handed the same environment a runner created for it would have started with."""
+        template = self._templates.get(spec.image)
+        if template is None:
+            raise BackendError(f"no E2B template for image {spec.image!r}", reason="image_missing")
+        plan = self._policy.plan(spec.profile, spec.env, spec.runner_id, template.user)
+        update = SandboxNetworkUpdate(
+            allow_out=plan.network["allow_out"], deny_out=plan.network["deny_out"]
+        )
+        if "rules" in plan.network:
+            update["rules"] = plan.network["rules"]
+        try:
+            await self._sdk.update_network(ref["sandbox_id"], update)
+        except Exception as exc:
+            raise backend_error(exc, "give the claimed runner its network rules") from exc
+        return plan.env
 
     def _metadata(self, spec: RunnerSpec) -> dict[str, str]:
         return {

@@ -149,10 +149,10 @@ class E2BConfinement:
         run_env = {**env, "PADDOCK_GATEWAY_URL": self.gateway_url}
         hosts = [self.gateway_host]
         rules: dict[str, list[SandboxNetworkRule]] = {}
-        if self._inject:
+        if self._inject and token:  # a pooled runner has none until it is claimed
             run_env["PADDOCK_RUNNER_TOKEN"] = TOKEN_PLACEHOLDER
             rules[self.gateway_host] = _inject({"Authorization": f"Bearer {token}"})
-        if profile.network != "gateway_only" and self._egress_url and self._egress_host:
+        if profile.network != "gateway_only" and self._egress_url and self._egress_host and token:
             hosts.append(self._egress_host)
             proxy = self._egress_url
             if self._inject:

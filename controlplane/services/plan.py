@@ -15,7 +15,10 @@ from ..backends import RunnerBackend
 from ..settings import ControlPlaneSettings
 from .agent_config import AGENT_APIS, DEFAULT_API, encode_config, render_openclaw_config
 
-__all__ = ["POOLED_MODEL", "RunnerPlan", "RunnerRequest", "plan"]
+__all__ = ["CLAIM_HEADER", "POOLED_MODEL", "RunnerPlan", "RunnerRequest", "plan"]
+
+CLAIM_HEADER = "x-paddock-claim"
+"""The header a claim presents its secret in (see `RunnerService.claim_secret`)."""
 
 POOLED_MODEL = "paddock-pooled"
 """The model id in a pooled runner's config; the runner's relay swaps in the claimed model."""
@@ -59,12 +62,14 @@ class RunnerPlan:
             "OPENCLAW_NO_AUTO_UPDATE": "1",
         }
 
-    def pooled_env(self, runner_id: str) -> dict[str, str]:
-        """A warm-pool runner's: no secret; the config names a placeholder model."""
+    def pooled_env(self, runner_id: str, *, claim_secret: str) -> dict[str, str]:
+        """A warm-pool runner's: no runner secret, only the one its claim must present; the
+        config names a placeholder model."""
         config = render_openclaw_config(self.profile, model=POOLED_MODEL)
         return {
             **self.base_env(runner_id),
             "PADDOCK_AWAIT_CLAIM": "1",
+            "PADDOCK_CLAIM_SECRET": claim_secret,
             "PADDOCK_AGENT_CONFIG": encode_config(config),
         }
 

@@ -4,7 +4,8 @@ A pooled runner is a runner record owned by the platform org (`settings.org_id`)
 `pooled`, with `pool` set and no `claimed_at`; nobody can see it through the API. Its
 container runs with no per-runner secret: no runner token, no agent token, no config. The
 agent waits (`PADDOCK_AWAIT_CLAIM=1`) and serves only `/healthz`, `/readyz` and
-`POST /paddock/claim`, accepted only from its network's gateway address (the host).
+`POST /paddock/claim`, accepted only with the claim secret it was started with
+(`x-paddock-claim`, derived per runner from the plane's secret key, worthless once claimed).
 
 A claim is one compare-and-set: `pooled` → `provisioning`, moved to the claimant's org with a
 new token (its hash only), model, budget and lifetime, audited in the claimant's chain
@@ -12,7 +13,9 @@ new token (its hash only), model, budget and lifetime, audited in the claimant's
 is handed its environment (tokens, config, proxy) over HTTP; it checks the gateway with the
 new token, which the gateway accepts only from the runner's address. That address is the
 runner's own from its creation (its /28 network came with it), so the address binding needs
-nothing new. Then the runner is probed ready as any other. The pool refills in the background.
+nothing new. On E2B (no address), the backend first replaces the sandbox's network rules with
+the claimed runner's, so E2B carries the new token (`SupportsPool.claim_env`). Then the
+runner is probed ready as any other. The pool refills in the background.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import httpx
 from paddock_core import (
     AppendAudit,
     AuditEvent,
+    BackendError,
     ConflictError,
     PaddockError,
     RunnerRecord,
@@ -41,7 +45,7 @@ from ..backends import RunnerSpec, SupportsPool
 from ..domain import RunnerState
 from ..settings import ControlPlaneSettings
 from .agent_config import DEFAULT_API
-from .plan import RunnerPlan, RunnerRequest
+from .plan import CLAIM_HEADER, RunnerPlan, RunnerRequest
 from .runners import Principal, RunnerService, created_event
 
 __all__ = ["WarmPool"]
@@ -166,12 +170,19 @@ class WarmPool:
         """Give the claimed agent its secrets and config, then probe it ready."""
         backend = self._runners.backend
         env = p.env(runner.id, token=token, agent_token=self._runners.agent_token(runner.id))
-        if isinstance(backend, SupportsPool):
-            spec = RunnerSpec(runner.id, runner.org_id, p.image, p.profile, p.sandbox, env)
-            env = backend.claim_env(spec, runner.backend_ref)
-        url = f"{backend.agent_url(runner.backend_ref)}/paddock/claim"
         try:
-            answer = await self._http.post(url, json={"env": env}, timeout=_HANDOVER_TIMEOUT_S)
+            if isinstance(backend, SupportsPool):
+                spec = RunnerSpec(runner.id, runner.org_id, p.image, p.profile, p.sandbox, env)
+                env = await backend.claim_env(spec, runner.backend_ref)
+        except BackendError as exc:
+            await self._runners.fail(runner.id, "claim_failed", exc.message)
+            return
+        url = f"{backend.agent_url(runner.backend_ref)}/paddock/claim"
+        headers = {CLAIM_HEADER: self._runners.claim_secret(runner.id)}
+        try:
+            answer = await self._http.post(
+                url, json={"env": env}, headers=headers, timeout=_HANDOVER_TIMEOUT_S
+            )
         except httpx.HTTPError as exc:
             await self._runners.fail(runner.id, "claim_failed", f"agent unreachable: {exc!r}")
             return

@@ -137,6 +137,12 @@ class RunnerService:
             who.org_id, runner_id=runner_id, after_seq=after_seq, limit=limit
         )
 
+    def claim_secret(self, runner_id: str) -> str:
+        """What a pooled runner's agent asks of a claim (`x-paddock-claim`): known to this
+        control plane alone, handed to the pooled runner at its start, worth nothing once
+        claimed. A claim then needs no fixed source address (E2B has none)."""
+        return derive_secret(self._settings.secret_key.get_secret_value(), f"claim:{runner_id}")
+
     def agent_token(self, runner_id: str) -> str:
         """The bearer token the control plane presents to the agent inside a runner."""
         return derive_secret(self._settings.secret_key.get_secret_value(), f"agent:{runner_id}")
@@ -209,7 +215,7 @@ class RunnerService:
         if pool is None:
             env = p.env(runner_id, token=token, agent_token=self.agent_token(runner_id))
         else:
-            env = p.pooled_env(runner_id)
+            env = p.pooled_env(runner_id, claim_secret=self.claim_secret(runner_id))
         expires = runner.expires_at.timestamp() if runner.expires_at else None
         spec = RunnerSpec(
             runner_id, who.org_id, p.image, p.profile, p.sandbox, env, expires, pool=pool

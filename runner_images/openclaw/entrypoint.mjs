@@ -11,7 +11,7 @@
 // starts at once (the slow part) on 127.0.0.1:18790 with placeholders: a local agent token
 // made here, and a provider at a local relay (127.0.0.1:18791). A front on :18789 serves
 // /healthz, /readyz ({"status": "pooled"} once OpenClaw is ready) and POST /paddock/claim
-// {"env": {...}}, accepted from the gateway address only. The claim's secrets stay in this
+// {"env": {...}}, accepted with the claim secret it was started with (x-paddock-claim). The claim's secrets stay in this
 // module's memory, never in process.env (so not in what exec'd tools inherit): the front then
 // checks the claimed agent token and forwards to OpenClaw; the relay forwards OpenClaw's model
 // calls to the real gateway with the claimed runner token and model.
@@ -39,7 +39,8 @@ const POOLED = env.PADDOCK_AWAIT_CLAIM === "1";
 const INTERNAL_PORT = 18790; // OpenClaw itself, loopback only, in a pooled runner
 const RELAY_PORT = 18791; // the relay to the real gateway, loopback only
 const POOLED_MODEL = "paddock-pooled"; // the model id in a pooled runner's config
-const pool = { gateway: env.PADDOCK_GATEWAY_URL || "", claim: null, localToken: "" };
+const pool = { gateway: env.PADDOCK_GATEWAY_URL || "", claim: null, localToken: "", claimSecret: env.PADDOCK_CLAIM_SECRET || "" };
+delete env.PADDOCK_CLAIM_SECRET; // the front checks it; OpenClaw never sees it
 if (POOLED) {
   delete env.PADDOCK_AWAIT_CLAIM;
   pool.localToken = randomBytes(24).toString("hex");
@@ -148,9 +149,21 @@ async function internalReady() {
   }
 }
 
-async function takeClaim(req, res) {
+// A claim presents the secret this pooled runner was started with (from any source: an E2B
+// VM's requests come through E2B); without one, only the gateway address may claim.
+function claimAllowed(req) {
+  const secret = pool.claimSecret;
+  if (secret) {
+    const given = Buffer.from(String(req.headers["x-paddock-claim"] || ""));
+    const want = Buffer.from(secret);
+    return given.length === want.length && timingSafeEqual(given, want);
+  }
   const source = (req.socket.remoteAddress || "").replace(/^::ffff:/, "");
-  if (source !== new URL(pool.gateway).hostname) return send(res, 403, { error: { message: "claims come from the gateway address only" } });
+  return source === new URL(pool.gateway).hostname;
+}
+
+async function takeClaim(req, res) {
+  if (!claimAllowed(req)) return send(res, 403, { error: { message: "a claim needs this runner's claim secret" } });
   if (pool.claim || pool.claiming) return send(res, 409, { error: { message: "already claimed" } });
   let given;
   try {

@@ -4,7 +4,8 @@ Boot: GET ${PADDOCK_GATEWAY_URL}/models must answer 200 within ~10 s, else exit 
 Serves :18789 GET /healthz /readyz /v1/models, POST /v1/chat/completions (forwarded to the gateway
 with model ${PADDOCK_MODEL}). Test hook: a last user message "!probe {json}" runs that action here.
 Warm pool: with PADDOCK_AWAIT_CLAIM=1 it starts holding no secret and waits for
-POST /paddock/claim {"env": {...}} from its gateway address, then checks the gateway and serves.
+POST /paddock/claim {"env": {...}} with its claim secret (x-paddock-claim), then checks the
+gateway and serves.
 """
 
 import base64
@@ -88,11 +89,20 @@ CLAIM = {"state": "pooled" if AWAIT_CLAIM else "claimed"}  # pooled -> claiming 
 CLAIM_LOCK = threading.Lock()
 
 
-def claim(source, body):
+def claim_allowed(source, presented):
+    """A claim presents the secret this pooled runner was started with (any source: an E2B
+    VM's requests come through E2B); without one, only the gateway address may claim."""
+    secret = ENV.get("PADDOCK_CLAIM_SECRET", "")
+    if secret:
+        return hmac.compare_digest(presented.encode(), secret.encode())
+    return source == urllib.parse.urlsplit(GW).hostname
+
+
+def claim(source, body, presented=""):
     """Take the secrets and settings a claim hands over; (status, JSON answer)."""
     global GW, MODEL
-    if source != urllib.parse.urlsplit(GW).hostname:
-        return 403, {"error": {"message": "claims come from the gateway address only"}}
+    if not claim_allowed(source, presented):
+        return 403, {"error": {"message": "a claim needs this runner's claim secret"}}
     env = body.get("env") if isinstance(body, dict) else None
     if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
         return 400, {"error": {"message": "expected {\"env\": {NAME: string}}"}}
@@ -298,7 +308,8 @@ class Handler(BaseHTTPRequestHandler):
                 body = json.loads(self.rfile.read(n)) if 0 < n <= MAX_BODY else None
             except ValueError:
                 body = None
-            return self.send_json(*claim(self.client_address[0], body))
+            presented = self.headers.get("x-paddock-claim") or ""
+            return self.send_json(*claim(self.client_address[0], body, presented))
         if self.path.split("?", 1)[0] != "/v1/chat/completions":
             return self.error(404, "not found", "not_found")
         if not self.authorized():

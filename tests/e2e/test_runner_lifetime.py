@@ -21,6 +21,7 @@ from controlplane.backends import (
     LABEL_POOL,
     LABEL_RUNNER,
 )
+from controlplane.backends.docker import AGENT_PORT
 from tests.conftest import PROBE_IMAGE, labelled, require_image
 from tests.e2e.conftest import Stack
 from tests.e2e.helpers import container_of, runner_env, wait_ready
@@ -186,6 +187,12 @@ def test_warm_pool_claim_binds_the_claimant_and_pooled_runners_hold_no_secret(
             assert not [name for name in SECRETS if name in env], env
             assert env["PADDOCK_AWAIT_CLAIM"] == "1"  # its config holds ${VAR} references only
         pooled_ids = {c.labels[LABEL_RUNNER] for c in pooled}
+        # A claim must present the pooled runner's claim secret, even from the gateway address.
+        [net] = pooled[0].attrs["NetworkSettings"]["Networks"].values()
+        claim_url = f"http://{net['IPAddress']}:{AGENT_PORT}/paddock/claim"
+        for headers in ({}, {"x-paddock-claim": "not-the-secret"}):
+            refused = httpx.post(claim_url, json={"env": {}}, headers=headers, timeout=10)
+            assert refused.status_code == 403, refused.text
         # Pooled runners belong to nobody: not listed, not reachable by id.
         assert stack.api.get("/v1/runners").json()["runners"] == []
         with second_org(stack.api) as api:
