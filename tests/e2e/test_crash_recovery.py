@@ -248,6 +248,10 @@ def test_kill_during_pool_refill(
     filters = {"label": [f"{LABEL_CONTROLPLANE}={controlplane_id}", LABEL_POOL]}
 
     def pool_containers() -> list[Any]:
+        # The restarted plane sweeps orphans: one may vanish between listing and inspecting.
+        for _ in range(10):
+            with contextlib.suppress(docker.errors.NotFound):
+                return list(docker_client.containers.list(all=True, filters=filters))
         return list(docker_client.containers.list(all=True, filters=filters))
 
     assert kill_when(plane, lambda: bool(pool_containers()))
