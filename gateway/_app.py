@@ -208,7 +208,7 @@ def create_gateway(
                 redact=content.redactor(),
             )
             sweeper = asyncio.get_running_loop().create_task(
-                sweep_approvals(store, settings.approval_sweep_s)
+                sweep_approvals(store, settings.approval_sweep_s, settings.approval_retention_s)
             )
 
             async def stop_sweeper() -> None:

@@ -50,6 +50,7 @@ from paddock_core import (
     expire_overdue,
     get_approval,
     new_id,
+    purge_decided,
     put_approval,
     utcnow,
 )
@@ -371,9 +372,10 @@ class _AfterStart:
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def sweep_approvals(store: Store, interval_s: float) -> None:
+async def sweep_approvals(store: Store, interval_s: float, retention_s: float) -> None:
     """Every `interval_s` seconds, expire overdue approvals (their held bodies go with them):
-    pending ones nobody decided, approved ones nobody fetched, ones whose waiter died."""
+    pending ones nobody decided, approved ones nobody fetched, ones whose waiter died. And
+    remove those finished more than `retention_s` ago (the audit trail keeps their story)."""
     while True:
         await anyio.sleep(interval_s)
         try:
@@ -381,5 +383,6 @@ async def sweep_approvals(store: Store, interval_s: float) -> None:
                 record = ApprovalRecord.model_validate(doc)
                 if record.overdue(utcnow()):
                     await expire_overdue(store, record)
+            await purge_decided(store, before=utcnow() - timedelta(seconds=retention_s))
         except PaddockError:
-            logger.exception("sweeping overdue approvals failed")
+            logger.exception("sweeping approvals failed")

@@ -87,6 +87,12 @@ class GatewaySettings(CoreSettings):
         description="a held call re-reads its approval at least this often, in seconds (a"
         " decision wakes it at once through the notifier; this is the fallback)",
     )
+    approval_retention_s: float = Field(
+        default=7 * 86_400.0,
+        gt=0,
+        description="seconds a finished approval (refused, expired or run) stays in the store;"
+        " its request, decision and run stay in the audit trail",
+    )
     approval_sweep_s: float = Field(
         default=30.0,
         gt=0,

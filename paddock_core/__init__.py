@@ -12,6 +12,7 @@ from ._approvals import (
     expire_approval,
     expire_overdue,
     get_approval,
+    purge_decided,
     put_approval,
 )
 from ._audit import (
@@ -62,6 +63,7 @@ from ._store import (
     AuditCheckpoint,
     AuditQuery,
     BatchResult,
+    DeleteObject,
     InsertRunner,
     InsertSession,
     ObjectKind,
@@ -122,6 +124,7 @@ __all__ = [
     "Policies",
     "Profile",
     "ProviderSpec",
+    "DeleteObject",
     "PurgeTranscripts",
     "PutObject",
     "RecordLlmCall",
@@ -154,6 +157,7 @@ __all__ = [
     "decide_approval",
     "expire_approval",
     "expire_overdue",
+    "purge_decided",
     "get_approval",
     "put_approval",
     "derive_secret",

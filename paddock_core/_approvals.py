@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ._errors import ConflictError, NotFoundError, VersionConflictError
 from ._records import AuditEvent, utcnow
-from ._store import AppendAudit, PutObject, Store, UpdateObject
+from ._store import AppendAudit, DeleteObject, PutObject, Store, UpdateObject
 
 __all__ = [
     "APPROVAL_STATUSES",
@@ -34,7 +34,9 @@ __all__ = [
     "decide_approval",
     "expire_approval",
     "expire_overdue",
+    "finished_at",
     "get_approval",
+    "purge_decided",
     "put_approval",
 ]
 
@@ -140,7 +142,7 @@ async def _change(
         await store.apply([update, AppendAudit(event)])
     except VersionConflictError:
         current = await get_approval(store, record.id)
-        if current is None:  # pragma: no cover - approvals are never deleted
+        if current is None:  # purged meanwhile (`purge_decided`)
             raise NotFoundError(f"approval {record.id} not found") from None
         raise ConflictError(
             f"approval {record.id} is already {current.status}"
@@ -225,6 +227,41 @@ async def claim_approval(store: Store, record: ApprovalRecord, *, by: str) -> Ap
     event = _event(record, "approval.executed", by, decided_by=record.decided_by)
     claimed = await _change(store, record, changes, event)
     return claimed.model_copy(update={"request": record.request})
+
+
+def finished_at(record: ApprovalRecord) -> datetime | None:
+    """When the approval stopped mattering: decided and refused or expired, or run. None while
+    it is pending or approved and not yet run."""
+    if record.status in ("rejected", "expired"):
+        return record.decided_at
+    return record.executed_at if record.status == "approved" else None
+
+
+async def purge_decided(store: Store, *, before: datetime) -> int:
+    """Remove approvals that finished before `before` (their requests, decisions and runs stay
+    in the audit trail); one batch per org with an `approvals.purged` event. Returns how many
+    went."""
+    done: dict[str, list[ApprovalRecord]] = {}
+    for doc in await store.list_objects(_KIND, None):
+        record = ApprovalRecord.model_validate(doc)
+        finished = finished_at(record)
+        if finished is not None and finished < before:
+            done.setdefault(record.org_id, []).append(record)
+    purged = 0
+    for org_id, records in done.items():
+        event = AuditEvent(
+            org_id=org_id,
+            actor="system",
+            type="approvals.purged",
+            data={"count": len(records), "finished_before": before.isoformat()},
+        )
+        deletes = [DeleteObject(_KIND, r.id, expected={"version": r.version}) for r in records]
+        try:
+            await store.apply([*deletes, AppendAudit(event)])
+        except (VersionConflictError, NotFoundError):
+            continue  # another sweeper was first; the next pass sees what is left
+        purged += len(records)
+    return purged
 
 
 async def expire_overdue(store: Store, record: ApprovalRecord) -> ApprovalRecord:

@@ -65,6 +65,7 @@ from ._store import (
     AuditCheckpoint,
     AuditQuery,
     BatchResult,
+    DeleteObject,
     InsertRunner,
     InsertSession,
     ObjectKind,
@@ -278,6 +279,12 @@ class MongoStore:
                 await self._c("objects").update_one(
                     {"kind": kind, "id": oid}, {"$set": {"doc": doc}}, session=s
                 )
+            case DeleteObject(kind=kind, object_id=oid, expected=expected):
+                found = await self._c("objects").find_one({"kind": kind, "id": oid}, session=s)
+                if found is None:
+                    raise NotFoundError(f"{kind} {oid} not found")
+                check_expected(kind, oid, found["doc"], expected)
+                await self._c("objects").delete_one({"kind": kind, "id": oid}, session=s)
             case AppendCheckpoint(checkpoint=cp):
                 row = {**asdict(cp), "time": cp.time.isoformat()}
                 await self._insert("audit_checkpoints", row, s, f"checkpoint {cp.seq}")

@@ -38,6 +38,7 @@ from ._store import (
     AppendCheckpoint,
     AppendTranscript,
     BatchResult,
+    DeleteObject,
     InsertRunner,
     InsertSession,
     Operation,
@@ -353,6 +354,14 @@ class SqliteStore(SqliteReads):
                 db.execute(
                     "UPDATE objects SET doc = ? WHERE kind = ? AND id = ?", (_dumps(doc), kind, oid)
                 )
+            case DeleteObject(kind=kind, object_id=oid, expected=expected):
+                row = db.execute(
+                    "SELECT doc FROM objects WHERE kind = ? AND id = ?", (kind, oid)
+                ).fetchone()
+                if row is None:
+                    raise NotFoundError(f"{kind} {oid} not found")
+                check_expected(kind, oid, json.loads(row[0]), expected)
+                db.execute("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, oid))
             case AppendCheckpoint(checkpoint=cp):
                 db.execute(
                     "INSERT INTO audit_checkpoints (org_id, seq, hash, time, signature, key_id)"

@@ -99,6 +99,16 @@ class UpdateObject:
     expected: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class DeleteObject:
+    """Remove an object that is done with (a decided approval past its retention). With
+    `expected`, compare-and-set as for `UpdateObject`. A missing object is NotFoundError."""
+
+    kind: ObjectKind
+    object_id: str
+    expected: dict[str, Any] | None = None
+
+
 def check_expected(
     kind: str, object_id: str, current: dict[str, Any], expected: dict[str, Any] | None
 ) -> None:
@@ -165,6 +175,7 @@ Operation = (
     | AppendAudit
     | PutObject
     | UpdateObject
+    | DeleteObject
     | AppendCheckpoint
     | AppendTranscript
     | PurgeTranscripts

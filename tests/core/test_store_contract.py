@@ -18,6 +18,7 @@ from paddock_core import (
     AppendCheckpoint,
     AuditCheckpoint,
     AuditEvent,
+    DeleteObject,
     InsertRunner,
     InsertSession,
     LlmCallRecord,
@@ -338,6 +339,33 @@ def test_object_updates_compare_and_set_when_asked(backend: Backend) -> None:
         got = await store.get_object("team", team.id)
         assert got is not None and got["name"] == "u"
         assert await store.list_audit("org_a") == []  # the losing batch left nothing
+
+    backend.run(body)
+
+
+def test_object_deletes_compare_and_set_and_leave_nothing_when_refused(backend: Backend) -> None:
+    kept, gone = TeamRecord(id="tm_kept", org_id="org_a", name="k"), TeamRecord(
+        id="tm_gone", org_id="org_a", name="g"
+    )
+
+    async def body(store: Store) -> None:
+        await store.apply([PutObject("team", kept), PutObject("team", gone)])
+        event = AuditEvent(org_id="org_a", actor="test", type="teams.purged")
+        with pytest.raises(VersionConflictError):  # one refused delete refuses the batch
+            await store.apply(
+                [
+                    DeleteObject("team", gone.id),
+                    DeleteObject("team", kept.id, expected={"name": "other"}),
+                    AppendAudit(event),
+                ]
+            )
+        assert await store.get_object("team", gone.id) is not None
+        assert await store.list_audit("org_a") == []
+        await store.apply([DeleteObject("team", gone.id, expected={"name": "g"})])
+        assert await store.get_object("team", gone.id) is None
+        assert [d["id"] for d in await store.list_objects("team", "org_a")] == [kept.id]
+        with pytest.raises(NotFoundError):
+            await store.apply([DeleteObject("team", gone.id)])
 
     backend.run(body)
 
