@@ -68,14 +68,16 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
     assert labelled(stack.docker, stack.controlplane_id) == ([], [])
 
 
-def test_openclaw_runner_speaking_anthropic_messages(stack: Stack) -> None:
+@pytest.mark.parametrize("model", ["fake-gpt", "fake-claude"])
+def test_openclaw_runner_speaking_anthropic_messages(stack: Stack, model: str) -> None:
     """The same agent configured with OpenClaw's `anthropic-messages` API: its calls reach the
-    gateway's Anthropic endpoint (x-api-key, /v1/messages) and are costed like any other."""
+    gateway's Anthropic endpoint (x-api-key, /v1/messages) and are costed like any other,
+    whether the model's provider speaks OpenAI (translated) or Anthropic (passed through)."""
     require_image(stack.docker, OPENCLAW_IMAGE)
     api = stack.api
     created = api.post(
         "/v1/runners",
-        json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0,
+        json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0, "model": model,
               "api": "anthropic-messages"},
     )  # fmt: skip
     assert created.status_code == 201, created.text
@@ -95,10 +97,13 @@ def test_openclaw_runner_speaking_anthropic_messages(stack: Stack) -> None:
     spend = api.get(f"/v1/sessions/{sid}/spend").json()
     assert spend["totals"]["calls"] >= 1 and spend["totals"]["cost_usd"] > 0
     assert spend["totals"]["prompt_tokens"] > 1000  # OpenClaw's system prompt, counted
-    calls = [e for e in api.get(f"/v1/runners/{rid}/events").json()["events"]
+    calls = [e["data"] for e in api.get(f"/v1/runners/{rid}/events").json()["events"]
              if e["type"] == "llm.call"]  # fmt: skip
-    assert calls and all(c["data"]["endpoint"] == "messages" for c in calls)
-    assert all(c["data"]["status"] == 200 for c in calls)
+    assert len(calls) == spend["totals"]["calls"]
+    for call in calls:  # each on the audit trail, costed, from the Anthropic endpoint
+        assert (call["endpoint"], call["model"], call["status"]) == ("messages", model, 200)
+        assert call["cost_usd"] > 0 and call["prompt_tokens"] > 1000
+        assert "anthropic42" not in str(call)  # no prompt text in the audit trail
     assert api.delete(f"/v1/runners/{rid}").status_code == 204
 
 
