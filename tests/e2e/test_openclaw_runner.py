@@ -117,6 +117,14 @@ def test_openclaw_warm_pool_claim(make_stack: Callable[..., AbstractContextManag
         while api.get("/v1/pools").json()["pools"][0]["warm"] < 1:
             assert time.monotonic() < deadline, "no warm OpenClaw runner"
             time.sleep(0.5)
+        # Pooled runners speak the default API: one created with another starts cold.
+        other = api.post(
+            "/v1/runners",
+            json={"profile": "minimal", "image": "openclaw", "api": "anthropic-messages"},
+        )
+        assert other.status_code == 201 and other.json()["pool"] is None, other.text
+        assert api.get("/v1/pools").json()["pools"][0]["warm"] == 1
+        assert api.delete(f"/v1/runners/{other.json()['id']}").status_code == 204
         created = api.post(
             "/v1/runners", json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0}
         )
