@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+import httpx
 import pytest
 
 from tests.conftest import OPENCLAW_IMAGE, labelled, require_image
@@ -15,6 +16,20 @@ from tests.e2e.conftest import Stack
 from tests.e2e.helpers import container_of, runner_env, sse_events, wait_ready
 
 pytestmark = [pytest.mark.docker, pytest.mark.openclaw]
+
+
+def _tool_round_trip(api: httpx.Client, sid: str, word: str) -> None:
+    """One turn in which the model calls a tool: the fake provider answers `TOOL:tool_call` with
+    a call OpenClaw cannot validate (no `id`), OpenClaw sends that error back as the tool's
+    result, and the model's second answer is the reply. OpenClaw 2026.9 offers its tools through
+    tool search, so `tool_call` is offered even under the minimal profile."""
+    calls_before = api.get(f"/v1/sessions/{sid}/spend").json()["totals"]["calls"]
+    content = f"Check the status. TOOL:tool_call ECHO:{word}"
+    reply = api.post(f"/v1/sessions/{sid}/messages", json={"content": content, "stream": False})
+    assert reply.status_code == 200 and f"ECHO:{word}" in reply.json()["reply"], reply.text
+    assert api.get(f"/v1/sessions/{sid}/spend").json()["totals"]["calls"] >= calls_before + 2
+    kinds = [e["kind"] for e in api.get(f"/v1/sessions/{sid}/transcript").json()["entries"]]
+    assert "tool_result" in kinds, kinds  # what OpenClaw sent back, seen by the gateway
 
 
 def test_openclaw_runner_end_to_end(stack: Stack) -> None:
@@ -49,6 +64,7 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
     # OpenClaw sends a large system prompt: the prompt side dominates the bill.
     assert spend["totals"]["prompt_tokens"] > 1000
     assert all(c["model"] == "fake-gpt" and c["stream"] for c in spend["calls"])
+    _tool_round_trip(api, sid, "tool42")
 
     assert api.post(f"/v1/sessions/{sid}/close").json()["state"] == "closed"
     assert api.post(f"/v1/runners/{rid}/stop").json()["state"] == "stopped"
@@ -71,8 +87,8 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
 @pytest.mark.parametrize("model", ["fake-gpt", "fake-claude"])
 def test_openclaw_runner_speaking_anthropic_messages(stack: Stack, model: str) -> None:
     """The same agent configured with OpenClaw's `anthropic-messages` API: its calls reach the
-    gateway's Anthropic endpoint (x-api-key, /v1/messages) and are costed like any other,
-    whether the model's provider speaks OpenAI (translated) or Anthropic (passed through)."""
+    gateway's Anthropic endpoint (x-api-key, /v1/messages), tool calls included, and are costed
+    like any other, whether the model's provider speaks OpenAI (translated) or Anthropic."""
     require_image(stack.docker, OPENCLAW_IMAGE)
     api = stack.api
     created = api.post(
@@ -93,9 +109,10 @@ def test_openclaw_runner_speaking_anthropic_messages(stack: Stack, model: str) -
     )
     assert reply.status_code == 200, reply.text
     assert "ECHO:anthropic42" in reply.json()["reply"]
+    _tool_round_trip(api, sid, "tool43")
 
     spend = api.get(f"/v1/sessions/{sid}/spend").json()
-    assert spend["totals"]["calls"] >= 1 and spend["totals"]["cost_usd"] > 0
+    assert spend["totals"]["calls"] >= 3 and spend["totals"]["cost_usd"] > 0
     assert spend["totals"]["prompt_tokens"] > 1000  # OpenClaw's system prompt, counted
     calls = [e["data"] for e in api.get(f"/v1/runners/{rid}/events").json()["events"]
              if e["type"] == "llm.call"]  # fmt: skip
