@@ -151,7 +151,11 @@ class E2BConfinement:
         rules: dict[str, list[SandboxNetworkRule]] = {}
         if self._inject and token:  # a pooled runner has none until it is claimed
             run_env["PADDOCK_RUNNER_TOKEN"] = TOKEN_PLACEHOLDER
-            rules[self.gateway_host] = _inject({"Authorization": f"Bearer {token}"})
+            # Both key headers the gateway accepts: OpenClaw's anthropic-messages API sends the
+            # (placeholder) token as x-api-key, its openai-completions API as a Bearer token.
+            rules[self.gateway_host] = _inject(
+                {"Authorization": f"Bearer {token}", "x-api-key": token}
+            )
         if profile.network != "gateway_only" and self._egress_url and self._egress_host and token:
             hosts.append(self._egress_host)
             proxy = self._egress_url

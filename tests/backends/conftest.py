@@ -5,7 +5,7 @@
             `microvm`): real HTTP, real envd protocol, a container as the VM
     fake    FakeBackend (in memory), where the contract means something for it
 
-Runners boot against a stub gateway that answers `GET /v1/models` and records the bearer it
+Runners boot against a stub gateway that answers `GET /v1/models` and records the key headers it
 saw. Everything a test creates carries its control-plane id and is removed at teardown (the
 id is printed when something had to be swept).
 """
@@ -42,6 +42,7 @@ from tests.support.servers import serve_app
 T = TypeVar("T")
 
 READY_TIMEOUT_S = 60.0
+_KEY_HEADERS = ("authorization", "x-api-key")
 
 
 def run(body: Awaitable[T]) -> T:
@@ -54,13 +55,13 @@ def run(body: Awaitable[T]) -> T:
 @dataclass
 class StubGateway:
     url: str
-    seen: list[str] = field(default_factory=list)
-    """The Authorization header of every `GET /v1/models`."""
+    seen: list[dict[str, str]] = field(default_factory=list)
+    """The key headers (Authorization, x-api-key) of every `GET /v1/models`."""
 
 
-def _stub_gateway(seen: list[str]) -> Starlette:
+def _stub_gateway(seen: list[dict[str, str]]) -> Starlette:
     async def models(request: Request) -> JSONResponse:
-        seen.append(request.headers.get("authorization", ""))
+        seen.append({k: v for k, v in request.headers.items() if k in _KEY_HEADERS})
         return JSONResponse({"object": "list", "data": [{"id": "fake-gpt", "object": "model"}]})
 
     return Starlette(routes=[Route("/v1/models", models)])
@@ -88,7 +89,7 @@ def fake_e2b(docker_client: docker.DockerClient) -> Iterator[FakeE2BServer]:
 @pytest.fixture(scope="session")
 def loopback_gateway(fake_e2b: FakeE2BServer) -> Iterator[StubGateway]:
     """For the fake E2B's VMs, which reach it through the fake's egress (from loopback)."""
-    seen: list[str] = []
+    seen: list[dict[str, str]] = []
     with serve_app(_stub_gateway(seen)) as url, fake_e2b.route(GATEWAY_HOST, url):
         yield StubGateway(url, seen)
 
@@ -96,7 +97,7 @@ def loopback_gateway(fake_e2b: FakeE2BServer) -> Iterator[StubGateway]:
 @pytest.fixture(scope="session")
 def bridge_gateway() -> Iterator[StubGateway]:
     """For Docker runners, which reach the host at their bridge's address."""
-    seen: list[str] = []
+    seen: list[dict[str, str]] = []
     with serve_app(_stub_gateway(seen), host="0.0.0.0") as url:
         yield StubGateway(url, seen)
 

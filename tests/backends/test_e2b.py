@@ -233,7 +233,8 @@ def test_the_gateway_token_stays_outside_the_vm(
     e2b: Harness, fake_e2b: FakeE2BServer, loopback_gateway: StubGateway, controlplane_id: str
 ) -> None:
     """E2B's per-host header rule carries the runner token: the VM sees a placeholder, the
-    gateway the real token."""
+    gateway the real token, in both key headers it accepts (Bearer, and x-api-key for
+    Anthropic-style clients)."""
 
     async def body() -> None:
         async with e2b.open(controlplane_id) as backend:
@@ -245,7 +246,7 @@ def test_the_gateway_token_stays_outside_the_vm(
             [runner] = [p for p in sandbox.processes.values() if p.exit_code is None]
             assert runner.envs["PADDOCK_RUNNER_TOKEN"] == TOKEN_PLACEHOLDER
             assert not any(token in value for value in runner.envs.values())
-            assert f"Bearer {token}" in loopback_gateway.seen
+            assert {"authorization": f"Bearer {token}", "x-api-key": token} in loopback_gateway.seen
             assert sandbox.network["allowOut"] == ["gateway.paddock.test"]
             assert sandbox.network["denyOut"] == ["0.0.0.0/0"]
             assert sandbox.network["allowPublicTraffic"] is False

@@ -36,7 +36,7 @@ def run_stack(
         gw_settings = GatewaySettings(
             data_dir=data_dir,
             admin_key=ADMIN_KEY,
-            provider_base_urls={"fake": f"{fake_url}/v1"},
+            provider_base_urls={"fake": f"{fake_url}/v1", "fake-anthropic": fake_url},
             org_settings_ttl_s=0,  # an org's change applies to its next call
         )
         # All addresses: runners reach the gateway at their bridge's gateway address.

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
+import httpx
 import pytest
 
 from tests.conftest import OPENCLAW_IMAGE, labelled, require_image
@@ -15,6 +16,20 @@ from tests.e2e.conftest import Stack
 from tests.e2e.helpers import container_of, runner_env, sse_events, wait_ready
 
 pytestmark = [pytest.mark.docker, pytest.mark.openclaw]
+
+
+def _tool_round_trip(api: httpx.Client, sid: str, word: str) -> None:
+    """One turn in which the model calls a tool: the fake provider answers `TOOL:tool_call` with
+    a call OpenClaw cannot validate (no `id`), OpenClaw sends that error back as the tool's
+    result, and the model's second answer is the reply. OpenClaw 2026.9 offers its tools through
+    tool search, so `tool_call` is offered even under the minimal profile."""
+    calls_before = api.get(f"/v1/sessions/{sid}/spend").json()["totals"]["calls"]
+    content = f"Check the status. TOOL:tool_call ECHO:{word}"
+    reply = api.post(f"/v1/sessions/{sid}/messages", json={"content": content, "stream": False})
+    assert reply.status_code == 200 and f"ECHO:{word}" in reply.json()["reply"], reply.text
+    assert api.get(f"/v1/sessions/{sid}/spend").json()["totals"]["calls"] >= calls_before + 2
+    kinds = [e["kind"] for e in api.get(f"/v1/sessions/{sid}/transcript").json()["entries"]]
+    assert "tool_result" in kinds, kinds  # what OpenClaw sent back, seen by the gateway
 
 
 def test_openclaw_runner_end_to_end(stack: Stack) -> None:
@@ -49,6 +64,7 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
     # OpenClaw sends a large system prompt: the prompt side dominates the bill.
     assert spend["totals"]["prompt_tokens"] > 1000
     assert all(c["model"] == "fake-gpt" and c["stream"] for c in spend["calls"])
+    _tool_round_trip(api, sid, "tool42")
 
     assert api.post(f"/v1/sessions/{sid}/close").json()["state"] == "closed"
     assert api.post(f"/v1/runners/{rid}/stop").json()["state"] == "stopped"
@@ -68,14 +84,16 @@ def test_openclaw_runner_end_to_end(stack: Stack) -> None:
     assert labelled(stack.docker, stack.controlplane_id) == ([], [])
 
 
-def test_openclaw_runner_speaking_anthropic_messages(stack: Stack) -> None:
+@pytest.mark.parametrize("model", ["fake-gpt", "fake-claude"])
+def test_openclaw_runner_speaking_anthropic_messages(stack: Stack, model: str) -> None:
     """The same agent configured with OpenClaw's `anthropic-messages` API: its calls reach the
-    gateway's Anthropic endpoint (x-api-key, /v1/messages) and are costed like any other."""
+    gateway's Anthropic endpoint (x-api-key, /v1/messages), tool calls included, and are costed
+    like any other, whether the model's provider speaks OpenAI (translated) or Anthropic."""
     require_image(stack.docker, OPENCLAW_IMAGE)
     api = stack.api
     created = api.post(
         "/v1/runners",
-        json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0,
+        json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0, "model": model,
               "api": "anthropic-messages"},
     )  # fmt: skip
     assert created.status_code == 201, created.text
@@ -91,14 +109,18 @@ def test_openclaw_runner_speaking_anthropic_messages(stack: Stack) -> None:
     )
     assert reply.status_code == 200, reply.text
     assert "ECHO:anthropic42" in reply.json()["reply"]
+    _tool_round_trip(api, sid, "tool43")
 
     spend = api.get(f"/v1/sessions/{sid}/spend").json()
-    assert spend["totals"]["calls"] >= 1 and spend["totals"]["cost_usd"] > 0
+    assert spend["totals"]["calls"] >= 3 and spend["totals"]["cost_usd"] > 0
     assert spend["totals"]["prompt_tokens"] > 1000  # OpenClaw's system prompt, counted
-    calls = [e for e in api.get(f"/v1/runners/{rid}/events").json()["events"]
+    calls = [e["data"] for e in api.get(f"/v1/runners/{rid}/events").json()["events"]
              if e["type"] == "llm.call"]  # fmt: skip
-    assert calls and all(c["data"]["endpoint"] == "messages" for c in calls)
-    assert all(c["data"]["status"] == 200 for c in calls)
+    assert len(calls) == spend["totals"]["calls"]
+    for call in calls:  # each on the audit trail, costed, from the Anthropic endpoint
+        assert (call["endpoint"], call["model"], call["status"]) == ("messages", model, 200)
+        assert call["cost_usd"] > 0 and call["prompt_tokens"] > 1000
+        assert "anthropic42" not in str(call)  # no prompt text in the audit trail
     assert api.delete(f"/v1/runners/{rid}").status_code == 204
 
 
@@ -112,6 +134,14 @@ def test_openclaw_warm_pool_claim(make_stack: Callable[..., AbstractContextManag
         while api.get("/v1/pools").json()["pools"][0]["warm"] < 1:
             assert time.monotonic() < deadline, "no warm OpenClaw runner"
             time.sleep(0.5)
+        # Pooled runners speak the default API: one created with another starts cold.
+        other = api.post(
+            "/v1/runners",
+            json={"profile": "minimal", "image": "openclaw", "api": "anthropic-messages"},
+        )
+        assert other.status_code == 201 and other.json()["pool"] is None, other.text
+        assert api.get("/v1/pools").json()["pools"][0]["warm"] == 1
+        assert api.delete(f"/v1/runners/{other.json()['id']}").status_code == 204
         created = api.post(
             "/v1/runners", json={"profile": "minimal", "image": "openclaw", "budget_usd": 1.0}
         )

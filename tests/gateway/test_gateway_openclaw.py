@@ -1,6 +1,8 @@
-"""What an OpenClaw runner sends (RUNNERS.md, measured by hand), replayed against the gateway:
-`api: openai-completions` (baseUrl ends in /v1) and `api: anthropic-messages` (baseUrl without
-/v1), to a provider of either protocol. The real OpenClaw image end to end is tests/e2e."""
+"""What an OpenClaw runner sends, replayed against the gateway: `api: openai-completions`
+(RUNNERS.md, measured by hand; baseUrl ends in /v1) and `api: anthropic-messages` (captured from
+the e2e runner; OpenClaw posts to `{baseUrl}/messages` when baseUrl ends in /v1, to
+`{baseUrl}/v1/messages` otherwise, the same URL here), to a provider of either protocol. The real
+OpenClaw image end to end is tests/e2e."""
 
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ TOOLS = [
     ("write", "Write a file in the workspace", {"path": {"type": "string"}}),
     ("web_fetch", "Fetch a URL", {"url": {"type": "string"}}),
 ]
+DYNAMIC = (  # the second system block OpenClaw sends to Anthropic endpoints (~3k characters)
+    "<!-- openclaw:attempt:DYNAMIC -->\n## Temporal Context\nCurrent date: 2026-09-06\n"
+    "Time zone: UTC\nFor the exact current time, use `session_status`.\n"
+)
 CONTEXT = (
     "<openclaw-context>session=main; channel=cli; time=2026-09-06T10:00:00Z</openclaw-context>"
 )
@@ -58,7 +64,12 @@ def _openai_body(model: str, task: str) -> dict[str, Any]:
     }
 
 
-def _anthropic_body(model: str, task: str, context: str = CONTEXT) -> dict[str, Any]:
+def _anthropic_body(model: str, task: str) -> dict[str, Any]:
+    """The shape OpenClaw 2026.9 sends with `api: anthropic-messages` (captured at the fake
+    provider behind the e2e runner): no extra context message and no metadata; the system prompt
+    as two text blocks, the long stable one marked for caching; the user's message stamped with
+    the time and marked for caching; max_tokens from the model's maxTokens (4096 in the config
+    Paddock renders)."""
     tools = [
         {
             "name": name,
@@ -67,17 +78,23 @@ def _anthropic_body(model: str, task: str, context: str = CONTEXT) -> dict[str, 
         }
         for name, description, props in TOOLS
     ]
+    ephemeral = {"type": "ephemeral"}
+    stamped = f"[Sun 2026-09-06 10:00 UTC] {task}"
     return {
         "model": model,
-        "stream": True,
-        "max_tokens": 8192,
-        "system": [{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}],
         "messages": [
-            {"role": "user", "content": [{"type": "text", "text": task}]},
-            {"role": "user", "content": [{"type": "text", "text": context}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": stamped, "cache_control": ephemeral}],
+            }
+        ],
+        "max_tokens": 4096,
+        "stream": True,
+        "system": [
+            {"type": "text", "text": SYSTEM, "cache_control": ephemeral},
+            {"type": "text", "text": DYNAMIC},
         ],
         "tools": tools,
-        "metadata": {"user_id": "openclaw-main"},
     }
 
 
@@ -107,7 +124,7 @@ def test_openai_completions_runner(
 def test_anthropic_messages_runner(
     model: str, gateway_url: str, runner: Seeded, records: Records
 ) -> None:
-    base_url = gateway_url  # RUNNERS.md: leave /v1 off for Anthropic-compatible endpoints
+    base_url = gateway_url  # an Anthropic SDK's base URL: no /v1
     with httpx.stream(
         "POST",
         f"{base_url}/v1/messages",
@@ -137,7 +154,7 @@ def test_anthropic_messages_runner_tool_call(gateway_url: str, runner: Seeded) -
     with httpx.stream(
         "POST",
         f"{gateway_url}/v1/messages",
-        json=_anthropic_body("fake-gpt", "Read it. ECHO:notes.md", CONTEXT + " TOOL:read"),
+        json=_anthropic_body("fake-gpt", "Read it. TOOL:read ECHO:notes.md"),
         headers={"x-api-key": runner.token, "anthropic-version": "2023-06-01"},
         timeout=10,
     ) as response:
